@@ -1,0 +1,182 @@
+"""The Stable Diffusion backbone: VAE, CLIP text encoder and tokenizer, base UNet, noise schedule.
+
+Loaded from a local diffusers folder or a single-file SD1.5 checkpoint (.safetensors), never from a
+hub, and never by unpickling. ``random_backbone`` builds one from a config with random weights, for
+the tiny test model and for benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from .config import PortraitTalkConfig
+from .errors import WeightsError
+
+# Stable Diffusion 1.5's training noise schedule (scheduler_config.json of the original release).
+SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                     beta_schedule="scaled_linear", steps_offset=1, clip_sample=False,
+                     set_alpha_to_one=False, prediction_type="epsilon")
+
+
+@dataclass
+class Backbone:
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    unet: UNet2DConditionModel
+    schedule: dict = field(default_factory=lambda: dict(SD15_SCHEDULE))
+
+    def to(self, device, dtype=None) -> "Backbone":
+        for module in (self.vae, self.text_encoder, self.unet):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        return self
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> CLIP last hidden states (N, 77, D). Over-long prompts are cut, as SD1.5 does."""
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.text_encoder.config.max_position_embeddings,
+                             truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+
+
+def byte_level_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over single bytes (no merges), for models trained from scratch.
+
+    It is built from data generated here, so tiny models need no vocabulary files.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes, extra = [], 0
+    for byte in range(256):  # GPT-2's reversible byte -> unicode map, as CLIP's BPE uses
+        if byte in printable:
+            codes.append(byte)
+        else:
+            codes.append(256 + extra)
+            extra += 1
+    chars = [chr(c) for c in codes]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(folder) / "merges.txt").write_text("#version: 0.2\n")
+        return CLIPTokenizer(str(Path(folder) / "vocab.json"), str(Path(folder) / "merges.txt"),
+                             model_max_length=77)
+
+
+def random_backbone(config: PortraitTalkConfig, seed: int = 0) -> Backbone:
+    """A backbone of the config's shapes with random weights (tests, benchmarks)."""
+    torch.manual_seed(seed)
+    tokenizer = byte_level_tokenizer() if config.name != "sd15" else None
+    text_config = dict(config.text_encoder)
+    if tokenizer is not None:
+        text_config["vocab_size"] = max(text_config["vocab_size"], len(tokenizer))
+        text_config.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+    else:
+        # SD1.5's real vocabulary is not shipped; random weights only need token ids in range.
+        tokenizer = byte_level_tokenizer()
+    return Backbone(
+        vae=AutoencoderKL(**config.vae).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)).eval(),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**config.unet).eval(),
+    )
+
+
+def _require(path: Path, what: str, fix: str) -> Path:
+    if not path.exists():
+        raise WeightsError(f"{what} not found: looked for '{path.name}' in '{path.parent}'", fix)
+    return path
+
+
+def load_backbone(path, tokenizer_folder=None, dtype=torch.float32) -> Backbone:
+    """A Stable Diffusion 1.5 backbone from a diffusers folder or a single-file .safetensors checkpoint."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _load_diffusers_folder(path, dtype)
+    if path.suffix.lower() != ".safetensors":
+        if path.exists():
+            raise WeightsError(f"'{path}' is not a .safetensors checkpoint; pickled checkpoints (.ckpt, .pt, "
+                               ".bin) are never loaded", "convert it to .safetensors or use a diffusers folder")
+    _require(path, "SD1.5 checkpoint", "pass --backbone pointing at an SD1.5 .safetensors file or diffusers folder")
+    return _load_single_file(path, tokenizer_folder, dtype)
+
+
+def _load_diffusers_folder(folder: Path, dtype) -> Backbone:
+    fix = (f"'{folder}' must be a diffusers Stable Diffusion 1.5 folder (unet/, vae/, text_encoder/, "
+           "tokenizer/, scheduler/) with .safetensors weights")
+    for sub, weights in [("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors"),
+                         ("text_encoder", "model.safetensors")]:
+        _require(folder / sub / "config.json", f"{sub} config", fix)
+        candidates = [folder / sub / weights, folder / sub / weights.replace(".safetensors", ".fp16.safetensors")]
+        if not any(c.exists() for c in candidates):
+            _require(candidates[0], f"{sub} weights", fix)
+    _require(folder / "tokenizer" / "vocab.json", "tokenizer vocabulary", fix)
+    variant = None if (folder / "unet" / "diffusion_pytorch_model.safetensors").exists() else "fp16"
+    kw = dict(local_files_only=True, use_safetensors=True, torch_dtype=dtype, variant=variant)
+    schedule = dict(SD15_SCHEDULE)
+    sched_file = folder / "scheduler" / "scheduler_config.json"
+    if sched_file.exists():
+        saved = json.loads(sched_file.read_text())
+        schedule.update({k: v for k, v in saved.items() if k in SD15_SCHEDULE})
+    try:
+        return Backbone(
+            vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw).eval(),
+            text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw).eval(),
+            tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True),
+            unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw).eval(),
+            schedule=schedule,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"could not load the backbone from '{folder}': {err}", fix) from err
+
+
+def _load_single_file(path: Path, tokenizer_folder, dtype) -> Backbone:
+    """Convert an original-layout (LDM) SD1.5 checkpoint with diffusers' own converters."""
+    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
+                                                     convert_ldm_vae_checkpoint)
+    from safetensors.torch import load_file
+
+    from .config import sd15
+
+    tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else None
+    if tokenizer_folder is None:
+        raise WeightsError(f"a single-file checkpoint ('{path.name}') carries no CLIP tokenizer",
+                           "pass --tokenizer with a folder holding SD1.5's vocab.json and merges.txt "
+                           "(e.g. ComfyUI's comfy/sd1_tokenizer)")
+    _require(tokenizer_folder / "vocab.json", "CLIP tokenizer vocabulary",
+             "pass --tokenizer with a folder holding vocab.json and merges.txt")
+    try:
+        checkpoint = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"'{path}' is not a readable safetensors file ({err})",
+                           "re-download or re-convert the checkpoint") from err
+    if "model.diffusion_model.input_blocks.0.0.weight" not in checkpoint:
+        raise WeightsError(f"'{path}' is not a Stable Diffusion 1.x checkpoint (no model.diffusion_model.* keys)",
+                           "use an SD1.5 checkpoint, or a diffusers folder")
+    width = checkpoint["model.diffusion_model.input_blocks.0.0.weight"].shape[0]
+    context = checkpoint.get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
+    if width != 320 or context is None or context.shape[1] != 768:
+        raise WeightsError(f"'{path}' is not an SD1.5-family checkpoint (UNet width {width}, "
+                           f"text width {None if context is None else context.shape[1]})",
+                           "PortraitTalk needs an SD1.5 checkpoint; SDXL, SD2 and Flux are not supported")
+    config = sd15()
+    unet = UNet2DConditionModel(**config.unet)
+    unet.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, unet.config))
+    vae = AutoencoderKL(**config.vae)
+    vae.load_state_dict(convert_ldm_vae_checkpoint(checkpoint, vae.config))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config.text_encoder))
+    text_state = convert_ldm_clip_checkpoint(checkpoint)
+    text_encoder.load_state_dict(text_state, strict=False)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
+    return Backbone(vae=vae.to(dtype).eval(), text_encoder=text_encoder.to(dtype).eval(), tokenizer=tokenizer,
+                    unet=unet.to(dtype).eval())

@@ -1,0 +1,147 @@
+"""The ``portraittalk`` command: ``generate`` a talking-face video, ``bench`` the pipeline.
+
+Problems the user can fix end in one line on stderr ("error: <problem>. Fix: <fix>") and exit code
+2, never in a traceback; a cancelled run (Ctrl-C) exits 130 and leaves no partial video behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (diffusers casting notes, mediapipe/absl logs) would bury our own messages.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--weights", type=Path, help="PortraitTalk weights (.safetensors)")
+    g.add_argument("--backbone", type=Path, help="SD1.5 backbone: diffusers folder or single-file .safetensors")
+    g.add_argument("--tokenizer", type=Path, help="CLIP tokenizer folder (vocab.json, merges.txt) for a single-file backbone")
+    g.add_argument("--insightface", type=Path, help="insightface root folder (holds models/antelopev2)")
+    g.add_argument("--wav2vec2", type=Path, help="local wav2vec2 folder (config.json, model.safetensors)")
+    g.add_argument("--random-weights", action="store_true",
+                   help="run on random weights of --config (smoke test: the video is noise, not a face)")
+    g.add_argument("--config", default="tiny", choices=("tiny", "sd15"), help="model size for --random-weights")
+    g.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--dtype", default="float32", choices=DTYPES)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portraittalk", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="photos + speech (+ prompt) -> talking-face mp4")
+    gen.add_argument("--ref", action="append", required=True, type=Path, help="reference photo (repeat for several)")
+    gen.add_argument("--audio", required=True, type=Path, help="speech: wav, flac, mp3, ogg or m4a")
+    gen.add_argument("--out", required=True, type=Path, help="output .mp4")
+    gen.add_argument("--prompt", default="", help="text customisation, e.g. 'with red hair, smiling'")
+    gen.add_argument("--negative", default="", help="negative prompt")
+    gen.add_argument("--steps", type=int, default=25)
+    gen.add_argument("--sampler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc")
+    gen.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
+    gen.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
+    gen.add_argument("--audio-scale", type=float, default=3.5, help="guidance scale of the audio")
+    gen.add_argument("--identity-strength", type=float, default=1.0, help="weight of identity attention paths")
+    gen.add_argument("--audio-strength", type=float, default=1.0, help="weight of the audio attention path")
+    gen.add_argument("--fps", type=float, default=None, help="frames per second (default: the model's)")
+    gen.add_argument("--resolution", type=int, default=None, help="square output side in pixels (default: the model's)")
+    gen.add_argument("--seed", type=int, default=0)
+    _add_model_args(gen)
+
+    bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff")
+    bench.add_argument("--config", default="tiny", choices=("tiny", "sd15"))
+    bench.add_argument("--resolution", type=int, default=None)
+    bench.add_argument("--frames", type=int, default=16)
+    bench.add_argument("--steps", type=int, default=4)
+    bench.add_argument("--sampler", default="ddim")
+    bench.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    bench.add_argument("--dtype", default="float32", choices=DTYPES)
+    bench.add_argument("--no-baseline", action="store_true", help="skip the AnimateDiffPipeline comparison")
+    bench.add_argument("--json", type=Path, help="also write the report as JSON here")
+    return parser
+
+
+def _pipeline(args):
+    import torch
+
+    from .errors import InputError
+    from .pipeline import PortraitTalkPipeline
+
+    dtype = getattr(torch, args.dtype)
+    if args.random_weights:
+        print(f"portraittalk: RANDOM WEIGHTS ({args.config} config): this checks the machinery; "
+              "the video will be noise, not a face.", file=sys.stderr)
+        return PortraitTalkPipeline.random(args.config, device=args.device, dtype=dtype,
+                                           insightface_root=args.insightface, wav2vec2_folder=args.wav2vec2)
+    if args.weights is None:
+        raise InputError("no model given",
+                         "pass --weights FILE.safetensors --backbone SD15 (see README: model folders), or "
+                         "--random-weights for a smoke test of the machinery")
+    return PortraitTalkPipeline.from_pretrained(args.weights, args.backbone, args.tokenizer, args.insightface,
+                                                args.wav2vec2, device=args.device, dtype=dtype)
+
+
+def main_generate(args) -> int:
+    from .pipeline import GenerationSettings
+
+    settings = GenerationSettings(
+        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
+        text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale,
+        identity_strength=args.identity_strength, audio_strength=args.audio_strength,
+        fps=args.fps, resolution=args.resolution, seed=args.seed)
+    pipe = _pipeline(args)
+    result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref])
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    print(f"wrote {result.path}: {result.frames} frames at {result.fps:g} fps, "
+          f"{result.duration:.2f} s of audio ({stages})")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    warnings.simplefilter("default")
+    logging.basicConfig(level=logging.WARNING, format="portraittalk: %(message)s")
+    from .errors import Cancelled, PortraitTalkError
+
+    try:
+        if args.command == "generate":
+            return main_generate(args)
+        from .bench import main_bench
+        return main_bench(args)
+    except Cancelled:
+        print("cancelled: no video was written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("cancelled: no video was written", file=sys.stderr)
+        return 130
+    except PortraitTalkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Errors a user can act on.
+
+Every error the core raises on bad input or missing files is a ``PortraitTalkError``: its message
+names the problem and the fix in one line, so the command line prints it without a traceback and
+the ComfyUI nodes show it as it is.
+"""
+
+from __future__ import annotations
+
+
+class PortraitTalkError(Exception):
+    """A problem the user can fix. ``str(err)`` is '<problem>. Fix: <fix>'."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem.rstrip(". ")
+        self.fix = fix
+        super().__init__(f"{self.problem}. Fix: {fix}" if fix else self.problem)
+
+
+class InputError(PortraitTalkError):
+    """An input image, audio file or argument cannot be used."""
+
+
+class FaceError(InputError):
+    """No usable face in a reference image."""
+
+
+class AudioError(InputError):
+    """The audio cannot be read or is unusable (silent, too short, corrupt)."""
+
+
+class WeightsError(PortraitTalkError):
+    """Model weights are missing, unreadable or do not match the model."""
+
+
+class Cancelled(PortraitTalkError):
+    """The user stopped a generation; no partial output file is left behind."""

@@ -1,0 +1,45 @@
+"""PortraitTalkModel: every trainable part of PortraitTalk in one module.
+
+- ``identity_projection``: face embeddings -> identity tokens;
+- ``audio_projection``: per-frame audio feature windows -> audio tokens;
+- ``face_encoder``: the builtin face encoder (only when the config does not use ArcFace);
+- ``identity_net``: IdentityNet (full UNet, trained in stage 1);
+- ``animate_net``: AnimateNet (frozen base UNet + added modules, trained in stage 2).
+
+``trainable_state_dict()`` is what a PortraitTalk weights file holds: everything except AnimateNet's
+base UNet, which comes from the user's backbone.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+from ..config import PortraitTalkConfig
+from .animate_net import AnimateNet, is_added_parameter
+from .face_encoder import FaceEncoder
+from .identity_net import IdentityNet
+from .projection import AudioProjection, IdentityProjection
+
+
+class PortraitTalkModel(nn.Module):
+    def __init__(self, config: PortraitTalkConfig, base_unet: UNet2DConditionModel | None = None):
+        super().__init__()
+        self.config = config
+        dim = config.cross_attention_dim
+        self.identity_projection = IdentityProjection(config.face_embed_dim, dim, config.identity_tokens)
+        self.audio_projection = AudioProjection(config.audio_layers, config.audio_dim, config.audio_window,
+                                                dim, config.audio_tokens)
+        self.face_encoder = (FaceEncoder(config.face_embed_dim, config.face_encoder_size)
+                             if config.face_encoder == "builtin" else None)
+        self.identity_net = (IdentityNet.from_backbone(base_unet) if base_unet is not None
+                             else IdentityNet.from_config(config))
+        self.animate_net = AnimateNet(config, base_unet)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not self.is_base_parameter(k)}
+
+    @staticmethod
+    def is_base_parameter(name: str) -> bool:
+        return name.startswith("animate_net.") and not is_added_parameter(name)

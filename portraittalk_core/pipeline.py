@@ -1,0 +1,414 @@
+"""The generation pipeline: photos + speech (+ prompt) -> a talking-face mp4 with the speech.
+
+Reads like the method:
+
+1. audio  -> mono 16 kHz -> features -> per-frame windows -> audio tokens;
+2. photos -> detected, aligned faces -> identity embeddings -> identity tokens; structure maps;
+3. prompt -> CLIP text embeddings (and the negative prompt's);
+4. IdentityNet reads the reference latents once -> reference bank;
+5. for each clip of frames (motion frames from the previous clip first): denoise with AnimateNet,
+   classifier-free guidance over text, identity and audio in one batched call per step;
+6. decode the clip's new frames in chunks and stream them into the video file.
+
+Only one clip's latents and one chunk of frames are alive at a time, so memory does not grow with
+the audio's length.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from einops import rearrange, repeat
+from tqdm.auto import tqdm
+
+from . import audio as audio_io
+from . import face as face_io
+from .backbone import Backbone, load_backbone, random_backbone
+from .clips import Clip, plan_clips
+from .config import PortraitTalkConfig, preset
+from .errors import Cancelled, InputError, WeightsError
+from .models import AttentionContext, PortraitTalkModel
+from .schedulers import make_scheduler
+from .video import VideoWriter
+from .weights import load_model
+
+
+@dataclass
+class GenerationSettings:
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 25
+    sampler: str = "ddim"
+    # Classifier-free guidance scales (see `guidance_weights`).
+    text_scale: float = 5.0
+    identity_scale: float = 2.0
+    audio_scale: float = 3.5
+    # Strength of each added attention path inside AnimateNet (1 = as trained, 0 = off).
+    identity_strength: float = 1.0
+    audio_strength: float = 1.0
+    reference_strength: float = 1.0
+    motion_scale: float = 1.0
+    fps: float | None = None           # None: the model's default
+    resolution: int | None = None      # None: the model's default
+    clip_frames: int | None = None
+    motion_frames: int | None = None
+    seed: int = 0
+    decode_chunk: int = 8              # frames decoded by the VAE at once
+
+
+@dataclass
+class References:
+    faces: list                        # face.AlignedFace, one per photo
+    pixels: torch.Tensor               # (R, 3, H, W) in [-1, 1]
+    structure: torch.Tensor            # (1, 4, H, W) head placement mask + landmark map, mouth left free
+    embeddings: torch.Tensor           # (R, E) face embeddings
+
+
+@dataclass
+class GenerationResult:
+    path: Path | None
+    frames: int
+    fps: float
+    duration: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- guidance ----------------------------------------------------------------------------------
+# Branches of the batched guidance call: (positive prompt?, identity on?, audio on?).
+BRANCHES = {"uncond": (False, False, False), "identity": (False, True, False),
+            "identity_audio": (False, True, True), "full": (True, True, True)}
+
+
+def guidance_weights(text_scale: float, identity_scale: float, audio_scale: float) -> dict[str, float]:
+    """Weights of each branch's noise prediction, nested as in InstructPix2Pix:
+
+        eps = e_u + s_id (e_i - e_u) + s_audio (e_ia - e_i) + s_text (e_iat - e_ia)
+
+    Branches with weight 0 are skipped: with every scale at 1 only the full branch runs.
+    """
+    weights = {"uncond": 1.0 - identity_scale, "identity": identity_scale - audio_scale,
+               "identity_audio": audio_scale - text_scale, "full": text_scale}
+    return {name: w for name, w in weights.items() if w != 0.0}
+
+
+# -- timing --------------------------------------------------------------------------------------
+class StageTimer:
+    """Wall-clock seconds per pipeline stage (synchronising the GPU, so the numbers mean something)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is None:
+        return
+    stop = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
+    if stop:
+        raise Cancelled("generation cancelled", None)
+
+
+class PortraitTalkPipeline:
+    def __init__(self, model: PortraitTalkModel, backbone: Backbone, detector=None, audio_front_end=None,
+                 device="cpu", dtype=torch.float32):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.backbone = backbone.to(device, dtype)
+        self.config: PortraitTalkConfig = model.config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._detector = detector
+        self.audio_front_end = audio_front_end or self._default_audio_front_end()
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, weights, backbone=None, tokenizer=None, insightface_root=None,
+                        wav2vec2_folder=None, device="cpu", dtype=torch.float32) -> "PortraitTalkPipeline":
+        """PortraitTalk weights (.safetensors) + an SD1.5 backbone (diffusers folder or single file)."""
+        if backbone is None:
+            raise WeightsError("no backbone given: PortraitTalk runs on a Stable Diffusion 1.5 checkpoint",
+                               "pass --backbone with an SD1.5 diffusers folder or .safetensors checkpoint")
+        sd = load_backbone(backbone, tokenizer, dtype)
+        model = load_model(weights, sd.unet, device, dtype)
+        detector = cls._detector_for(model.config, insightface_root)
+        front_end = None
+        if model.config.audio_front_end == "wav2vec2":
+            if wav2vec2_folder is None:
+                raise WeightsError("this model needs wav2vec2 audio features but no wav2vec2 folder was given",
+                                   "pass --wav2vec2 with a local folder holding config.json and model.safetensors")
+            front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
+        return cls(model, sd, detector, front_end, device, dtype)
+
+    @classmethod
+    def random(cls, config: str | PortraitTalkConfig = "tiny", seed: int = 0, device="cpu",
+               dtype=torch.float32, insightface_root=None, wav2vec2_folder=None) -> "PortraitTalkPipeline":
+        """Random weights: for tests and benchmarks only. The output is noise-like, not a face video."""
+        config = preset(config) if isinstance(config, str) else config
+        backbone = random_backbone(config, seed)
+        torch.manual_seed(seed)
+        model = PortraitTalkModel(config, backbone.unet)
+        # Random added modules, so every path contributes (a fresh model starts as the base model).
+        for name, param in model.animate_net.named_parameters():
+            if param.requires_grad and param.abs().sum() == 0:
+                torch.nn.init.normal_(param, std=0.02)
+        front_end = None
+        if config.audio_front_end == "wav2vec2" and wav2vec2_folder is not None:
+            front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
+        elif config.audio_front_end == "wav2vec2":
+            front_end = _RandomAudioFrontEnd(config)
+        return cls(model, backbone, cls._detector_for(config, insightface_root), front_end, device, dtype)
+
+    @staticmethod
+    def _detector_for(config: PortraitTalkConfig, insightface_root):
+        if config.face_encoder == "arcface" and insightface_root is not None:
+            return face_io.InsightFaceDetector(insightface_root)
+        return None  # chosen lazily (face_io.default_detector) on first use
+
+    def _default_audio_front_end(self):
+        if self.config.audio_front_end == "logmel":
+            return audio_io.LogMelFrontEnd(n_mels=self.config.audio_dim)
+        raise WeightsError("this model needs a wav2vec2 audio front end",
+                           "pass wav2vec2_folder / --wav2vec2 with a local wav2vec2 folder")
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = face_io.default_detector()
+        return self._detector
+
+    # -- stage 1: audio ------------------------------------------------------------------------
+    def prepare_audio(self, source, fps: float) -> tuple["audio_io.Waveform", "audio_io.AudioFeatures"]:
+        wave = audio_io.load_audio(source)
+        audio_io.check_not_silent(wave)
+        audio_io.frame_count(wave.duration, fps)  # raises if shorter than one frame
+        features = audio_io.encode_audio(wave, self.audio_front_end, fps, window=self.config.audio_window)
+        layers, dim = features.frames.shape[-2:]
+        if (layers, dim) != (self.config.audio_layers, self.config.audio_dim):
+            raise WeightsError(f"the audio front end gives {layers} layers x {dim} features but the model "
+                               f"expects {self.config.audio_layers} x {self.config.audio_dim}",
+                               "use the audio encoder the model was trained with")
+        return wave, features
+
+    # -- stage 2: faces ------------------------------------------------------------------------
+    def prepare_references(self, images: Sequence, resolution: int, labels=None) -> References:
+        faces = face_io.prepare_references(images, size=resolution, detector=self.detector, labels=labels)
+        pixels = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces]).float() / 127.5 - 1
+        first = faces[0]
+        landmark_map = face_io.rasterize_landmarks(first.landmarks, first.regions, resolution,
+                                                   include=("outline", "brows", "eyes", "nose"))
+        structure = torch.cat([torch.from_numpy(first.head_mask)[None], torch.from_numpy(landmark_map)])[None]
+        return References(faces, pixels, structure.float(), self._embed_faces(faces, pixels))
+
+    def _embed_faces(self, faces, pixels: torch.Tensor) -> torch.Tensor:
+        if self.model.face_encoder is not None:
+            with torch.inference_mode():
+                return self.model.face_encoder(pixels.to(self.device, self.dtype)).float().cpu()
+        missing = [i for i, f in enumerate(faces) if f.embedding is None]
+        if missing:
+            raise WeightsError("this model needs ArcFace embeddings, which the current face detector does not "
+                               "give (insightface models not found)",
+                               "put insightface's antelopev2 models in models/insightface/models/antelopev2 "
+                               "and pass --insightface with the models/insightface folder")
+        return torch.stack([torch.as_tensor(f.embedding) for f in faces]).float()
+
+    # -- stages 3 and 4: prompt and reference bank ----------------------------------------------
+    def encode_prompts(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = self.backbone.encode_text([prompt, negative_prompt]).to(self.dtype)
+        return embeds[:1], embeds[1:]
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        vae = self.backbone.vae
+        latents = vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean
+        return latents * vae.config.scaling_factor
+
+    @torch.inference_mode()
+    def reference_bank(self, refs: References, text_embeds: torch.Tensor, identity_tokens: torch.Tensor,
+                       strength: float) -> dict[str, torch.Tensor]:
+        ref_latents = self.encode_images(refs.pixels)[None]  # (1, R, C, h, w)
+        scale = torch.full((1,), strength, device=self.device, dtype=self.dtype)
+        _, bank = self.model.identity_net(ref_latents, text_embeds, identity_tokens, scale)
+        return bank
+
+    # -- stage 5: denoising --------------------------------------------------------------------
+    @torch.inference_mode()
+    def audio_tokens(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.model.audio_projection(windows.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def denoise_clip(self, clip: Clip, noise: torch.Tensor, motion_latents: torch.Tensor | None,
+                     cond: dict, settings: GenerationSettings, scheduler, on_step=None, cancel=None
+                     ) -> torch.Tensor:
+        """Denoise one clip; returns the latents of its new frames (1, C, new, h, w).
+
+        The motion frames (already generated) are put back at the current noise level before every
+        step, so the new frames are denoised in temporal attention with them: inpainting in time.
+        """
+        weights = guidance_weights(settings.text_scale, settings.identity_scale, settings.audio_scale)
+        names = list(weights)
+        branches = [BRANCHES[n] for n in names]
+        count = len(names)
+        text = torch.cat([cond["text"] if b[0] else cond["negative"] for b in branches])
+        on = lambda flags, value: torch.tensor([value if f else 0.0 for f in flags], device=self.device)  # noqa: E731
+        ctx = AttentionContext(
+            identity_tokens=repeat(cond["identity_tokens"], "1 k d -> b k d", b=count),
+            identity_scale=on([b[1] for b in branches], settings.identity_strength),
+            audio_tokens=repeat(cond["audio_tokens"][clip.first:clip.end], "f m d -> (b f) m d", b=count),
+            audio_scale=on([b[2] for b in branches], settings.audio_strength),
+            bank=cond["bank"],
+            bank_scale=on([b[1] for b in branches], settings.reference_strength),
+        )
+        structure = repeat(cond["structure"], "1 c h w -> b c h w", b=count)
+        branch_weights = torch.tensor([weights[n] for n in names], device=self.device, dtype=self.dtype)
+
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        latents = noise * scheduler.init_noise_sigma
+        motion_noise = noise[:, :, :clip.context]
+        for t in scheduler.timesteps:
+            _check_cancel(cancel)
+            if clip.context:
+                latents[:, :, :clip.context] = scheduler.add_noise(motion_latents, motion_noise, t[None])
+            model_in = repeat(scheduler.scale_model_input(latents, t), "1 c f h w -> b c f h w", b=count)
+            eps = self.model.animate_net(model_in, t, text, ctx, structure)
+            eps = torch.einsum("b,bcfhw->cfhw", branch_weights, eps)[None]
+            latents = scheduler.step(eps, t, latents).prev_sample
+            if on_step is not None:
+                on_step()
+        return latents[:, :, clip.context:]
+
+    # -- stage 6: decoding -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        """(1, C, F, h, w) latents -> uint8 frames (n, H, W, 3) on the CPU, `chunk` frames at a time."""
+        vae = self.backbone.vae
+        frames = rearrange(latents[0], "c f h w -> f c h w")
+        for start in range(0, frames.shape[0], chunk):
+            images = vae.decode(frames[start:start + chunk] / vae.config.scaling_factor).sample
+            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            yield rearrange(images, "f c h w -> f h w c").cpu()
+
+    # -- the whole job ---------------------------------------------------------------------------
+    def __call__(self, references: Sequence, audio, out, settings: GenerationSettings | None = None,
+                 progress: bool = True, cancel=None, on_progress: Callable[[int, int], None] | None = None,
+                 on_clip: Callable[[Clip], None] | None = None, reference_labels=None) -> GenerationResult:
+        settings = settings or GenerationSettings()
+        config = self.config
+        fps = float(settings.fps or config.fps)
+        resolution = int(settings.resolution or config.resolution)
+        if resolution % (config.vae_scale * 8) != 0:
+            step = config.vae_scale * 8
+            raise InputError(f"resolution {resolution} is not a multiple of {step}",
+                             f"use a resolution divisible by {step}, e.g. {max(step, round(resolution / step) * step)}")
+        if settings.steps < 1:
+            raise InputError(f"steps must be at least 1 (got {settings.steps})", "pass --steps 1 or more")
+        clip_frames = settings.clip_frames or config.clip_frames
+        motion_frames = config.motion_frames if settings.motion_frames is None else settings.motion_frames
+        timer = StageTimer(self.device)
+        self.model.animate_net.motion_scale = settings.motion_scale
+
+        with timer("audio"):
+            wave, features = self.prepare_audio(audio, fps)
+            audio_tokens = torch.cat([self.audio_tokens(features.frames[i:i + 256])
+                                      for i in range(0, features.n_frames, 256)])
+        n_frames = features.n_frames
+        with timer("face"):
+            refs = self.prepare_references(list(references), resolution, reference_labels)
+        with timer("reference"):
+            text, negative = self.encode_prompts(settings.prompt, settings.negative_prompt)
+            with torch.inference_mode():
+                identity_tokens = self.model.identity_projection(
+                    refs.embeddings.to(self.device, self.dtype)[None])
+            bank = self.reference_bank(refs, text, identity_tokens, settings.identity_strength)
+        cond = dict(text=text, negative=negative, identity_tokens=identity_tokens, audio_tokens=audio_tokens,
+                    bank=bank, structure=refs.structure.to(self.device, self.dtype))
+
+        clips = plan_clips(n_frames, clip_frames, motion_frames)
+        scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        latent_size = resolution // config.vae_scale
+        total_steps = len(clips) * settings.steps
+        bar = tqdm(total=total_steps, desc="PortraitTalk", unit="step", disable=not progress)
+        done = 0
+
+        def on_step():
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if on_progress is not None:
+                on_progress(done, total_steps)
+
+        motion_latents = None
+        writer = VideoWriter(out, fps, audio=wave) if out is not None else None
+        try:
+            with writer if writer is not None else _nothing():
+                for clip in clips:
+                    noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
+                                        generator=generator).to(self.device, self.dtype)
+                    with timer("denoise"):
+                        new = self.denoise_clip(clip, noise, motion_latents, cond, settings, scheduler,
+                                                on_step, cancel)
+                    full = new if motion_latents is None else torch.cat([motion_latents, new], dim=2)
+                    motion_latents = full[:, :, full.shape[2] - motion_frames:] if motion_frames else None
+                    for frames in _timed_iter(self.decode(new, settings.decode_chunk), timer, "decode"):
+                        with timer("write"):
+                            if writer is not None:
+                                writer.write(frames.numpy())
+                    del new, full
+                    if on_clip is not None:
+                        on_clip(clip)
+        finally:
+            bar.close()
+        path = writer.path if writer is not None else None
+        return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
+
+
+def _timed_iter(iterator, timer: StageTimer, stage: str):
+    while True:
+        with timer(stage):
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item
+
+
+@contextmanager
+def _nothing():
+    yield None
+
+
+class _RandomAudioFrontEnd:
+    """Stands in for wav2vec2 when benchmarking sd15 with random weights and no wav2vec2 folder:
+    log-mel frames tiled to wav2vec2-base's shape, so the rest of the model runs at full size."""
+
+    name = "random_wav2vec2"
+    feature_rate = 50.0
+
+    def __init__(self, config: PortraitTalkConfig):
+        self.num_layers, self.feature_dim = config.audio_layers, config.audio_dim
+        self._mel = audio_io.LogMelFrontEnd(n_mels=80)
+
+    def __call__(self, wave):
+        mel = self._mel(wave)[::2, 0]  # 100 Hz -> 50 Hz
+        reps = math.ceil(self.feature_dim / mel.shape[-1])
+        tiled = mel.repeat(1, reps)[:, :self.feature_dim]
+        return repeat(tiled, "t c -> t l c", l=self.num_layers).contiguous()

@@ -1,0 +1,25 @@
+"""Sampler choice by name, mapped onto diffusers schedulers over the backbone's noise schedule."""
+
+from __future__ import annotations
+
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, UniPCMultistepScheduler)
+
+from .errors import InputError
+
+SCHEDULERS = {
+    "ddim": (DDIMScheduler, {}),
+    "euler": (EulerDiscreteScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                      "use_karras_sigmas": True}),
+    "unipc": (UniPCMultistepScheduler, {}),
+}
+
+
+def make_scheduler(name: str, schedule: dict):
+    if name not in SCHEDULERS:
+        raise InputError(f"unknown sampler '{name}'", f"use one of: {', '.join(SCHEDULERS)}")
+    cls, extra = SCHEDULERS[name]
+    return cls.from_config({**schedule, **extra})

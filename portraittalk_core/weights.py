@@ -1,0 +1,100 @@
+"""PortraitTalk weights files: one safetensors file per model, config in its metadata.
+
+The file holds ``PortraitTalkModel.trainable_state_dict()``: IdentityNet, AnimateNet's added modules
+(identity/audio attention, structure encoder, temporal modules), the projections and, for models
+without ArcFace, the builtin face encoder. AnimateNet's base UNet comes from the backbone. Metadata:
+``format=portraittalk``, ``format_version``, ``config`` (JSON of ``PortraitTalkConfig``).
+Only safetensors is read: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import PortraitTalkConfig
+from .errors import WeightsError
+
+FORMAT = "portraittalk"
+FORMAT_VERSION = "1"
+
+
+def save_model(model, path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (a PortraitTalkModel) to ``path``; written beside and renamed, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.trainable_state_dict().items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json(), **(metadata or {})}
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata=meta)
+    os.replace(partial, path)
+    return path
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise WeightsError(f"PortraitTalk weights not found: looked for '{path.name}' in '{path.parent}'",
+                           f"put the .safetensors file in '{path.parent}' or pass its path")
+    if path.suffix.lower() != ".safetensors":
+        raise WeightsError(f"'{path}' is not a .safetensors file; PortraitTalk never loads pickled weights",
+                           "use the .safetensors release of the weights")
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # safetensors raises its own types for a bad header
+        raise WeightsError(f"'{path}' is not a readable safetensors file ({err})",
+                           "the file is corrupt or incomplete: download or train it again") from err
+
+
+def read_metadata(path) -> dict[str, str]:
+    with _open(Path(path)) as handle:
+        return dict(handle.metadata() or {})
+
+
+def read_config(path) -> PortraitTalkConfig:
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"'{path}' is a safetensors file but not PortraitTalk weights (no portraittalk "
+                           "config in its metadata)", "pass a file saved by portraittalk (train or save_model)")
+    return PortraitTalkConfig.from_json(meta["config"])
+
+
+def read_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
+    with _open(Path(path)) as handle:
+        return {k: handle.get_tensor(k).to(device) for k in handle.keys()}
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str,
+                     limit: int = 5) -> None:
+    """Raise a readable WeightsError listing the first missing, unexpected and mis-shaped tensors."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k} (file {tuple(found[k].shape)}, model {tuple(expected[k].shape)})"
+             for k in expected if k in found and found[k].shape != expected[k].shape]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    for label, names in (("wrong shape", wrong), ("missing", missing), ("unexpected", unexpected)):
+        if names:
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            parts.append(f"{len(names)} {label}: {', '.join(names[:limit])}{more}")
+    raise WeightsError(f"the weights in {source} do not match the model: " + "; ".join(parts),
+                       "use weights saved for this model config and version, or the matching --config")
+
+
+def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
+    """Build the PortraitTalkModel described in the file and load its weights, checked by name and shape."""
+    from .models import PortraitTalkModel
+
+    path = Path(path)
+    config = read_config(path)
+    model = PortraitTalkModel(config, base_unet)
+    expected = model.trainable_state_dict()
+    found = read_state_dict(path)
+    check_state_dict(expected, found, f"'{path}'")
+    model.load_state_dict(found, strict=False)
+    return model.to(device=device, dtype=dtype).eval()
