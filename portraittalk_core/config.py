@@ -43,8 +43,15 @@ class PortraitTalkConfig:
     face_embed_dim: int = 512
     face_encoder_size: int = 112 # input side of the builtin face encoder
     structure_channels: tuple[int, ...] = (16, 32, 96, 256)
+    face_fraction: float = 0.35  # eyes-to-chin share of the frame height: head, hair and shoulders in view
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # JSON has no tuples: normalise so a config read back from a file equals the one saved.
+        for name in ("unet", "motion", "vae", "text_encoder"):
+            setattr(self, name, {k: tuple(v) if isinstance(v, list) else v for k, v in getattr(self, name).items()})
+        self.structure_channels = tuple(self.structure_channels)
 
     @property
     def cross_attention_dim(self) -> int:
@@ -72,7 +79,6 @@ class PortraitTalkConfig:
             raise WeightsError(f"the weights file has config version {data['version']}, newer than this "
                                f"portraittalk understands ({CONFIG_VERSION})", "update portraittalk")
         known = {f.name for f in dataclasses.fields(cls)}
-        data["structure_channels"] = tuple(data.get("structure_channels", ()))
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def replace(self, **changes) -> "PortraitTalkConfig":

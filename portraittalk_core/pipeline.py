@@ -198,9 +198,12 @@ class PortraitTalkPipeline:
 
     # -- stage 1: audio ------------------------------------------------------------------------
     def prepare_audio(self, source, fps: float) -> tuple["audio_io.Waveform", "audio_io.AudioFeatures"]:
-        wave = audio_io.load_audio(source)
+        if isinstance(source, tuple):  # (samples, sample_rate)
+            wave = audio_io.load_audio(source[0], source_rate=source[1])
+        else:
+            wave = audio_io.load_audio(source)
         audio_io.check_not_silent(wave)
-        audio_io.frame_count(wave.duration, fps)  # raises if shorter than one frame
+        audio_io.check_long_enough(wave, fps)
         features = audio_io.encode_audio(wave, self.audio_front_end, fps, window=self.config.audio_window)
         layers, dim = features.frames.shape[-2:]
         if (layers, dim) != (self.config.audio_layers, self.config.audio_dim):
@@ -211,7 +214,8 @@ class PortraitTalkPipeline:
 
     # -- stage 2: faces ------------------------------------------------------------------------
     def prepare_references(self, images: Sequence, resolution: int, labels=None) -> References:
-        faces = face_io.prepare_references(images, size=resolution, detector=self.detector, labels=labels)
+        faces = face_io.prepare_references(images, size=resolution, detector=self.detector, labels=labels,
+                                           face_fraction=self.config.face_fraction)
         pixels = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces]).float() / 127.5 - 1
         first = faces[0]
         landmark_map = face_io.rasterize_landmarks(first.landmarks, first.regions, resolution,
@@ -273,7 +277,8 @@ class PortraitTalkPipeline:
         ctx = AttentionContext(
             identity_tokens=repeat(cond["identity_tokens"], "1 k d -> b k d", b=count),
             identity_scale=on([b[1] for b in branches], settings.identity_strength),
-            audio_tokens=repeat(cond["audio_tokens"][clip.first:clip.end], "f m d -> (b f) m d", b=count),
+            audio_tokens=repeat(self.audio_tokens(cond["audio_windows"][clip.first:clip.end]),
+                                "f m d -> (b f) m d", b=count),
             audio_scale=on([b[2] for b in branches], settings.audio_strength),
             bank=cond["bank"],
             bank_scale=on([b[1] for b in branches], settings.reference_strength),
@@ -328,8 +333,6 @@ class PortraitTalkPipeline:
 
         with timer("audio"):
             wave, features = self.prepare_audio(audio, fps)
-            audio_tokens = torch.cat([self.audio_tokens(features.frames[i:i + 256])
-                                      for i in range(0, features.n_frames, 256)])
         n_frames = features.n_frames
         with timer("face"):
             refs = self.prepare_references(list(references), resolution, reference_labels)
@@ -339,7 +342,7 @@ class PortraitTalkPipeline:
                 identity_tokens = self.model.identity_projection(
                     refs.embeddings.to(self.device, self.dtype)[None])
             bank = self.reference_bank(refs, text, identity_tokens, settings.identity_strength)
-        cond = dict(text=text, negative=negative, identity_tokens=identity_tokens, audio_tokens=audio_tokens,
+        cond = dict(text=text, negative=negative, identity_tokens=identity_tokens, audio_windows=features.frames,
                     bank=bank, structure=refs.structure.to(self.device, self.dtype))
 
         clips = plan_clips(n_frames, clip_frames, motion_frames)

