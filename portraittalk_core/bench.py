@@ -8,6 +8,7 @@ two-branch guidance), given as a ratio. Weights are random: speed does not depen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -46,6 +47,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - start
             return
+        _release_freed_memory()
         start = self._rss()
         peak = [start]
         stop = threading.Event()
@@ -62,6 +64,19 @@ class PeakMemory:
             stop.set()
             thread.join()
             self.peak_bytes = max(peak[0], self._rss()) - start
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by earlier runs back to the OS (glibc keeps it otherwise), so that the RSS
+    growth measured next is the run's own peak rather than hidden by cached pages."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the figure is then a lower bound
+        pass
 
 
 def speech_like(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:
@@ -126,6 +141,10 @@ def run_bench(config: str = "tiny", resolution: int | None = None, frames: int =
     branches = len(guidance_weights(settings.text_scale, settings.identity_scale, settings.audio_scale))
     memory = PeakMemory(device)
     with tempfile.TemporaryDirectory() as folder:
+        # Warm-up: first calls load libraries, JIT-compile librosa and fill allocator caches; measuring
+        # them would time the machine's start-up, not the pipeline.
+        warm = dataclasses.replace(settings, steps=1)
+        pipe([default_reference()], audio, Path(folder) / "warmup.mp4", warm, progress=False)
         start = time.perf_counter()
         with memory.measure():
             result = pipe([default_reference()], audio, Path(folder) / "bench.mp4", settings, progress=False)
@@ -137,7 +156,8 @@ def run_bench(config: str = "tiny", resolution: int | None = None, frames: int =
         stages={k: round(v, 4) for k, v in result.timings.items()}, peak_memory_mb=memory.peak_bytes / 2**20,
     )
     if device == "cpu":
-        report.notes.append("CPU peak memory is sampled process RSS growth: approximate")
+        report.notes.append("CPU peak memory: growth of the process's resident memory during the run, sampled "
+                            "every 2 ms after a warm-up run; approximate")
     if baseline:
         base_step, base_peak = _animatediff_baseline(pipe, resolution, frames, steps, settings.prompt, sampler)
         report.baseline_seconds_per_step = base_step
@@ -151,12 +171,13 @@ def _animatediff_baseline(pipe: PortraitTalkPipeline, resolution: int, frames: i
                           sampler: str) -> tuple[float, int]:
     """The same UNetMotionModel, with diffusers' stock attention processors, in AnimateDiffPipeline."""
     from diffusers import AnimateDiffPipeline
+    from diffusers.models.attention_processor import AttnProcessor2_0
 
     from .schedulers import make_scheduler
 
     unet = pipe.model.animate_net.unet
     ours = dict(unet.attn_processors)
-    unet.set_default_attn_processor()
+    unet.set_attn_processor(AttnProcessor2_0())
     try:
         baseline = AnimateDiffPipeline(vae=pipe.backbone.vae, text_encoder=pipe.backbone.text_encoder,
                                        tokenizer=pipe.backbone.tokenizer, unet=unet, motion_adapter=None,
@@ -169,11 +190,12 @@ def _animatediff_baseline(pipe: PortraitTalkPipeline, resolution: int, frames: i
             timings.append(time.perf_counter())
             return kwargs
 
+        run = dict(prompt=prompt, num_frames=frames, height=resolution, width=resolution, guidance_scale=5.0,
+                   output_type="latent", generator=torch.Generator("cpu").manual_seed(0))
+        baseline(num_inference_steps=1, **run)  # warm-up, as for PortraitTalk
         with memory.measure():
             start = time.perf_counter()
-            baseline(prompt=prompt, num_frames=frames, height=resolution, width=resolution,
-                     num_inference_steps=steps, guidance_scale=5.0, output_type="latent",
-                     generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=on_step)
+            baseline(num_inference_steps=steps, callback_on_step_end=on_step, **run)
         # Call start to last step's end: includes encoding the prompt, a small share at these sizes.
         per_step = (timings[-1] - start) / steps if len(timings) == steps else float("nan")
         return per_step, memory.peak_bytes

@@ -1,0 +1,157 @@
+"""The ``portraittalk`` command end to end, and every bad input ending in one clear line."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from conftest import tone
+from portraittalk_core.cli import main
+from portraittalk_core.video import probe_video
+
+RATE = 16_000
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "portraittalk_core.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_generate_end_to_end(tmp_path, reference_path):
+    seconds, fps = 1.3, 12.0
+    audio = tmp_path / "speech.wav"
+    sf.write(audio, tone(seconds, 44_100), 44_100)        # odd rate for the model: resampled
+    out = tmp_path / "videos" / "talk.mp4"
+    done = run_cli("generate", "--random-weights", "--ref", str(reference_path), "--ref", str(reference_path),
+                   "--audio", str(audio), "--out", str(out), "--prompt", "with red hair", "--steps", "2",
+                   "--fps", str(fps), "--seed", "3", "--sampler", "euler")
+    assert done.returncode == 0, done.stderr
+    assert "RANDOM WEIGHTS" in done.stderr                 # never silently random
+    assert "Traceback" not in done.stderr
+    info = probe_video(out)
+    assert info.frames == math.ceil(seconds * fps)
+    assert info.fps == pytest.approx(fps)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert abs(info.audio_duration - seconds) <= 1 / fps
+    assert abs(info.duration - seconds) <= 1 / fps + 1e-6
+
+
+@pytest.fixture()
+def inputs(tmp_path, reference_path):
+    audio = tmp_path / "speech.wav"
+    sf.write(audio, tone(0.5), RATE)
+    return dict(ref=str(reference_path), audio=str(audio), out=str(tmp_path / "out.mp4"), tmp=tmp_path)
+
+
+def generate(inputs, *extra, ref=None, audio=None):
+    return main(["generate", "--random-weights", "--steps", "1", "--ref", ref or inputs["ref"],
+                 "--audio", audio or inputs["audio"], "--out", inputs["out"], *extra])
+
+
+def assert_clear_error(capsys, code, *words):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Fix:" in errors[0], err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_no_face(inputs, capsys):
+    blank = inputs["tmp"] / "wall.png"
+    Image.new("RGB", (256, 256), (120, 130, 140)).save(blank)
+    assert_clear_error(capsys, generate(inputs, ref=str(blank)), "No face", "wall.png")
+
+
+def test_several_faces_takes_the_largest_with_a_warning(inputs, reference_path, capsys):
+    photo = np.asarray(Image.open(reference_path).convert("RGB"))
+    small = np.asarray(Image.fromarray(photo).resize((160, 160)))
+    group = np.full((320, 480, 3), 255, np.uint8)
+    group[:, :320] = photo
+    group[80:240, 320:] = small
+    path = inputs["tmp"] / "two.png"
+    Image.fromarray(group).save(path)
+    with pytest.warns(UserWarning, match="2 faces"):
+        assert generate(inputs, ref=str(path)) == 0
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_odd_image_modes(inputs, reference_path, mode):
+    path = inputs["tmp"] / f"ref_{mode.replace(';', '')}.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"
+    image = Image.open(reference_path)
+    if mode == "I;16":  # a real 16-bit greyscale photo uses the full 0..65535 range
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    else:
+        image = image.convert(mode)
+    image.save(path)
+    assert generate(inputs, ref=str(path)) == 0
+
+
+def test_corrupt_and_missing_image(inputs, capsys):
+    bad = inputs["tmp"] / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    assert_clear_error(capsys, generate(inputs, ref=str(bad)), "broken.jpg")
+    assert_clear_error(capsys, generate(inputs, ref=str(inputs["tmp"] / "absent.png")), "absent.png")
+
+
+def test_silent_audio(inputs, capsys):
+    silent = inputs["tmp"] / "silent.wav"
+    sf.write(silent, np.zeros(RATE, np.float32), RATE)
+    assert_clear_error(capsys, generate(inputs, audio=str(silent)), "silent")
+
+
+def test_audio_shorter_than_a_frame(inputs, capsys):
+    short = inputs["tmp"] / "click.wav"
+    sf.write(short, tone(0.02), RATE)
+    assert_clear_error(capsys, generate(inputs, audio=str(short)), "shorter than one frame")
+
+
+def test_corrupt_and_missing_audio(inputs, capsys):
+    bad = inputs["tmp"] / "noise.mp3"
+    bad.write_bytes(np.random.default_rng(0).bytes(4000))
+    assert_clear_error(capsys, generate(inputs, audio=str(bad)), "noise.mp3")
+    assert_clear_error(capsys, generate(inputs, audio=str(inputs["tmp"] / "absent.wav")), "absent.wav")
+
+
+def test_odd_rate_audio_works(inputs):
+    odd = inputs["tmp"] / "phone.wav"
+    sf.write(odd, tone(0.5, 8_000), 8_000)
+    assert generate(inputs, audio=str(odd)) == 0
+    assert probe_video(inputs["out"]).frames == 13
+
+
+def test_huge_audio_is_refused_early(inputs, capsys, monkeypatch):
+    import portraittalk_core.audio as audio
+
+    real = audio.load_audio
+    monkeypatch.setattr(audio, "load_audio", lambda src, **kw: real(src, **{**kw, "max_seconds": 0.2}))
+    assert_clear_error(capsys, generate(inputs), "max_seconds")
+
+
+def test_missing_and_mismatched_weights(inputs, capsys, tmp_path):
+    missing = tmp_path / "models" / "portraittalk.safetensors"
+    code = main(["generate", "--weights", str(missing), "--backbone", str(tmp_path / "sd15"), "--ref", inputs["ref"],
+                 "--audio", inputs["audio"], "--out", inputs["out"]])
+    assert_clear_error(capsys, code, "sd15")  # the backbone folder is checked first and named
+    code = main(["generate", "--ref", inputs["ref"], "--audio", inputs["audio"], "--out", inputs["out"]])
+    assert_clear_error(capsys, code, "no model given", "--random-weights")
+
+
+def test_no_file_left_on_error(inputs):
+    silent = inputs["tmp"] / "silent.wav"
+    sf.write(silent, np.zeros(RATE, np.float32), RATE)
+    generate(inputs, audio=str(silent))
+    assert not (inputs["tmp"] / "out.mp4").exists()
+    assert not [p for p in inputs["tmp"].iterdir() if p.suffix == ".part" or ".part" in p.name]
+
+
+def test_demo_needs_a_model_or_the_explicit_flag(capsys):
+    assert_clear_error(capsys, main(["demo"]), "--random-weights")
