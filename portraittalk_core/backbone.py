@@ -120,7 +120,8 @@ def _load_diffusers_folder(folder: Path, dtype) -> Backbone:
         candidates = [folder / sub / weights, folder / sub / weights.replace(".safetensors", ".fp16.safetensors")]
         if not any(c.exists() for c in candidates):
             _require(candidates[0], f"{sub} weights", fix)
-    _require(folder / "tokenizer" / "vocab.json", "tokenizer vocabulary", fix)
+    if not (folder / "tokenizer" / "tokenizer.json").exists():
+        _require(folder / "tokenizer" / "vocab.json", "tokenizer vocabulary", fix)
     variant = None if (folder / "unet" / "diffusion_pytorch_model.safetensors").exists() else "fp16"
     kw = dict(local_files_only=True, use_safetensors=True, torch_dtype=dtype, variant=variant)
     schedule = dict(SD15_SCHEDULE)
@@ -148,13 +149,6 @@ def _load_single_file(path: Path, tokenizer_folder, dtype) -> Backbone:
 
     from .config import sd15
 
-    tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else None
-    if tokenizer_folder is None:
-        raise WeightsError(f"a single-file checkpoint ('{path.name}') carries no CLIP tokenizer",
-                           "pass --tokenizer with a folder holding SD1.5's vocab.json and merges.txt "
-                           "(e.g. ComfyUI's comfy/sd1_tokenizer)")
-    _require(tokenizer_folder / "vocab.json", "CLIP tokenizer vocabulary",
-             "pass --tokenizer with a folder holding vocab.json and merges.txt")
     try:
         checkpoint = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for corrupt headers
@@ -169,6 +163,13 @@ def _load_single_file(path: Path, tokenizer_folder, dtype) -> Backbone:
         raise WeightsError(f"'{path}' is not an SD1.5-family checkpoint (UNet width {width}, "
                            f"text width {None if context is None else context.shape[1]})",
                            "PortraitTalk needs an SD1.5 checkpoint; SDXL, SD2 and Flux are not supported")
+    tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else None
+    if tokenizer_folder is None:
+        raise WeightsError(f"a single-file checkpoint ('{path.name}') carries no CLIP tokenizer",
+                           "pass --tokenizer with a folder holding SD1.5's vocab.json and merges.txt "
+                           "(e.g. ComfyUI's comfy/sd1_tokenizer)")
+    _require(tokenizer_folder / "vocab.json", "CLIP tokenizer vocabulary",
+             "pass --tokenizer with a folder holding vocab.json and merges.txt")
     config = sd15()
     unet = UNet2DConditionModel(**config.unet)
     unet.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, unet.config))

@@ -34,10 +34,10 @@ from .backbone import Backbone, load_backbone, random_backbone
 from .clips import Clip, plan_clips
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
-from .models import AttentionContext, PortraitTalkModel
+from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
 from .video import VideoWriter
-from .weights import load_model
+from .weights import load_model, read_config
 
 
 @dataclass
@@ -133,6 +133,8 @@ class PortraitTalkPipeline:
     def __init__(self, model: PortraitTalkModel, backbone: Backbone, detector=None, audio_front_end=None,
                  device="cpu", dtype=torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
+        # AnimateNet holds its own copy of the backbone's UNet; keeping both would double the memory.
+        backbone.unet = None
         self.backbone = backbone.to(device, dtype)
         self.config: PortraitTalkConfig = model.config
         self.device = torch.device(device)
@@ -145,18 +147,19 @@ class PortraitTalkPipeline:
     def from_pretrained(cls, weights, backbone=None, tokenizer=None, insightface_root=None,
                         wav2vec2_folder=None, device="cpu", dtype=torch.float32) -> "PortraitTalkPipeline":
         """PortraitTalk weights (.safetensors) + an SD1.5 backbone (diffusers folder or single file)."""
+        config = read_config(weights)  # checks the file before anything slow is loaded
         if backbone is None:
             raise WeightsError("no backbone given: PortraitTalk runs on a Stable Diffusion 1.5 checkpoint",
                                "pass --backbone with an SD1.5 diffusers folder or .safetensors checkpoint")
-        sd = load_backbone(backbone, tokenizer, dtype)
-        model = load_model(weights, sd.unet, device, dtype)
-        detector = cls._detector_for(model.config, insightface_root)
         front_end = None
-        if model.config.audio_front_end == "wav2vec2":
+        if config.audio_front_end == "wav2vec2":
             if wav2vec2_folder is None:
                 raise WeightsError("this model needs wav2vec2 audio features but no wav2vec2 folder was given",
                                    "pass --wav2vec2 with a local folder holding config.json and model.safetensors")
             front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
+        detector = cls._detector_for(config, insightface_root)
+        sd = load_backbone(backbone, tokenizer, dtype)
+        model = load_model(weights, sd.unet, device, dtype)
         return cls(model, sd, detector, front_end, device, dtype)
 
     @classmethod
@@ -171,6 +174,10 @@ class PortraitTalkPipeline:
         for name, param in model.animate_net.named_parameters():
             if param.requires_grad and param.abs().sum() == 0:
                 torch.nn.init.normal_(param, std=0.02)
+        if config.face_encoder == "arcface" and insightface_root is None:
+            # Random weights mean random identity features anyway: a builtin encoder stands in for
+            # ArcFace so that the run needs no insightface models.
+            model.face_encoder = FaceEncoder(config.face_embed_dim, config.face_encoder_size)
         front_end = None
         if config.audio_front_end == "wav2vec2" and wav2vec2_folder is not None:
             front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)

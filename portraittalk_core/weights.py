@@ -92,7 +92,7 @@ def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
 
     path = Path(path)
     config = read_config(path)
-    model = PortraitTalkModel(config, base_unet)
+    model = PortraitTalkModel(config, base_unet, identity_from_base=False)
     expected = model.trainable_state_dict()
     found = read_state_dict(path)
     check_state_dict(expected, found, f"'{path}'")

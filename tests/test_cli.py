@@ -136,11 +136,11 @@ def test_huge_audio_is_refused_early(inputs, capsys, monkeypatch):
     assert_clear_error(capsys, generate(inputs), "max_seconds")
 
 
-def test_missing_and_mismatched_weights(inputs, capsys, tmp_path):
+def test_missing_weights_and_no_model(inputs, capsys, tmp_path):
     missing = tmp_path / "models" / "portraittalk.safetensors"
     code = main(["generate", "--weights", str(missing), "--backbone", str(tmp_path / "sd15"), "--ref", inputs["ref"],
                  "--audio", inputs["audio"], "--out", inputs["out"]])
-    assert_clear_error(capsys, code, "sd15")  # the backbone folder is checked first and named
+    assert_clear_error(capsys, code, "'portraittalk.safetensors'", str(missing.parent))  # checked before the backbone
     code = main(["generate", "--ref", inputs["ref"], "--audio", inputs["audio"], "--out", inputs["out"]])
     assert_clear_error(capsys, code, "no model given", "--random-weights")
 

@@ -151,17 +151,26 @@ def test_long_audio_keeps_memory_flat(tiny_pipe, reference_path, tmp_path):
 
 
 def test_motion_frames_condition_the_next_clip(tiny_pipe, reference_path, monkeypatch):
-    """With motion frames the second clip depends on the first; without, it does not."""
-    audio = (tone(0.6), RATE)   # 15 frames: two clips of 8 (motion 2)
-    outs = {}
-    for motion in (0, 2):
-        for seed in (1, 2):
-            frames = capture_frames(tiny_pipe, monkeypatch)
-            tiny_pipe([reference_path], audio, None, settings(seed=seed, motion_frames=motion, steps=2),
-                      progress=False)
-            outs[motion, seed] = torch.cat(frames)
-            monkeypatch.undo()
-    assert outs[0, 1].shape[0] == outs[2, 1].shape[0] == 15
+    """Each clip after the first is given the last generated latents of the one before, and they matter."""
+    calls = []
+    denoise = tiny_pipe.denoise_clip
+
+    def recording(clip, noise, motion_latents, cond, *args, **kwargs):
+        new = denoise(clip, noise, motion_latents, cond, *args, **kwargs)
+        calls.append((clip, motion_latents, new, noise, cond, args))
+        return new
+
+    monkeypatch.setattr(tiny_pipe, "denoise_clip", recording)
+    tiny_pipe([reference_path], (tone(0.9), RATE), None, settings(motion_frames=2), progress=False)
+    assert len(calls) == 4 and calls[0][1] is None   # 23 frames: 8 + 6 + 6 + 3 new
+    generated = calls[0][2]
+    for clip, motion, new, *_ in calls[1:]:
+        assert clip.context == 2 and torch.equal(motion, generated[:, :, -2:])
+        generated = torch.cat([generated, new], dim=2)
+
+    clip, motion, new, noise, cond, args = calls[1]
+    other = denoise(clip, noise, torch.randn_like(motion), cond, *args)
+    assert (other - new).abs().max() > 1e-4
 
 
 def test_bad_resolution_and_steps(tiny_pipe, reference_path):

@@ -24,7 +24,11 @@ from .projection import AudioProjection, IdentityProjection
 
 
 class PortraitTalkModel(nn.Module):
-    def __init__(self, config: PortraitTalkConfig, base_unet: UNet2DConditionModel | None = None):
+    def __init__(self, config: PortraitTalkConfig, base_unet: UNet2DConditionModel | None = None,
+                 identity_from_base: bool = True):
+        """``base_unet``: the backbone's UNet, AnimateNet's frozen base. IdentityNet starts as a copy of
+        it (as stage-1 training does) unless ``identity_from_base`` is False, e.g. when its weights are
+        about to be loaded from a file anyway."""
         super().__init__()
         self.config = config
         dim = config.cross_attention_dim
@@ -33,7 +37,7 @@ class PortraitTalkModel(nn.Module):
                                                 dim, config.audio_tokens)
         self.face_encoder = (FaceEncoder(config.face_embed_dim, config.face_encoder_size)
                              if config.face_encoder == "builtin" else None)
-        self.identity_net = (IdentityNet.from_backbone(base_unet) if base_unet is not None
+        self.identity_net = (IdentityNet.from_backbone(base_unet) if base_unet is not None and identity_from_base
                              else IdentityNet.from_config(config))
         self.animate_net = AnimateNet(config, base_unet)
 
