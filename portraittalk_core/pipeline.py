@@ -157,7 +157,7 @@ class PortraitTalkPipeline:
                 raise WeightsError("this model needs wav2vec2 audio features but no wav2vec2 folder was given",
                                    "pass --wav2vec2 with a local folder holding config.json and model.safetensors")
             front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
-        detector = cls._detector_for(config, insightface_root)
+        detector = cls._detector_for(insightface_root)
         sd = load_backbone(backbone, tokenizer, dtype)
         model = load_model(weights, sd.unet, device, dtype)
         return cls(model, sd, detector, front_end, device, dtype)
@@ -183,13 +183,12 @@ class PortraitTalkPipeline:
             front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
         elif config.audio_front_end == "wav2vec2":
             front_end = _RandomAudioFrontEnd(config)
-        return cls(model, backbone, cls._detector_for(config, insightface_root), front_end, device, dtype)
+        return cls(model, backbone, cls._detector_for(insightface_root), front_end, device, dtype)
 
     @staticmethod
-    def _detector_for(config: PortraitTalkConfig, insightface_root):
-        if config.face_encoder == "arcface" and insightface_root is not None:
-            return face_io.InsightFaceDetector(insightface_root)
-        return None  # chosen lazily (face_io.default_detector) on first use
+    def _detector_for(insightface_root):
+        """insightface from the given root; otherwise chosen lazily (face_io.default_detector) on first use."""
+        return face_io.InsightFaceDetector(insightface_root) if insightface_root is not None else None
 
     def _default_audio_front_end(self):
         if self.config.audio_front_end == "logmel":

@@ -81,11 +81,7 @@ class AnimateNet(nn.Module):
     def load_motion_adapter(self, adapter: MotionAdapter) -> None:
         """Initialise the temporal modules from diffusers MotionAdapter weights (AnimateDiff v2/v3)."""
         ours = {k: v.shape for k, v in self.unet.state_dict().items() if "motion_modules." in k}
-        theirs = {}
-        for name, value in adapter.state_dict().items():
-            if name.startswith("mid_block."):
-                name = name.replace("mid_block.", "mid_block.", 1)
-            theirs[name] = value
+        theirs = adapter.state_dict()  # MotionAdapter names its modules as UNetMotionModel does
         missing = [k for k in ours if k not in theirs]
         wrong = [f"{k}: ours {tuple(ours[k])}, adapter {tuple(theirs[k].shape)}"
                  for k in ours if k in theirs and theirs[k].shape != ours[k]]
