@@ -63,11 +63,11 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return rearrange(x, "b n (h d) -> b h n d", h=heads)
 
 
-def _attend(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask=None) -> torch.Tensor:
-    """Multi-head scaled dot-product attention, laid out exactly as ``AttnProcessor2_0`` does it."""
-    out = F.scaled_dot_product_attention(_heads(query, attn.heads), _heads(key, attn.heads),
-                                         _heads(value, attn.heads), attn_mask=mask, dropout_p=0.0,
-                                         is_causal=False)
+def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, mask=None) -> torch.Tensor:
+    """Multi-head scaled dot-product attention on (rows, tokens, heads * dim) tensors, laid out exactly as
+    diffusers' ``AttnProcessor2_0`` does it (so that, with PortraitTalk's paths off, results are bitwise equal)."""
+    out = F.scaled_dot_product_attention(_heads(query, heads), _heads(key, heads), _heads(value, heads),
+                                         attn_mask=mask, dropout_p=0.0, is_causal=False)
     return rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
 
 
@@ -103,7 +103,7 @@ class ReferenceRecorder(nn.Module):
         if portraittalk is not None and portraittalk.record is not None:
             portraittalk.record[self.name] = rearrange(
                 hidden_states, "(b r) n c -> b (r n) c", r=portraittalk.num_frames)
-        out = _attend(attn, attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states))
+        out = attention(attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states), attn.heads)
         return _output(attn, out, hidden_states)
 
 
@@ -116,28 +116,34 @@ class IdentityAttention(nn.Module):
         self.to_k_ref = _clone_linear(attn.to_k)
         self.to_v_ref = _clone_linear(attn.to_v)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, portraittalk: AttentionContext | None = None, **kwargs):
-        _check_plain(attn)
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
-        ctx = portraittalk
-        bank = None if ctx is None or ctx.bank is None else ctx.bank.get(self.name)
-        if bank is None or not _active(ctx.bank_scale):
-            return _output(attn, _attend(attn, query, key, value), hidden_states)
-
-        videos = ctx.bank_scale.shape[0]
-        if bank.shape[0] == 1:
-            bank = bank.expand(videos, -1, -1)
-        bank = _per_frame(bank.to(hidden_states.dtype), ctx.num_frames)
+    def attend(self, query, key, value, bank: torch.Tensor | None, bank_scale: torch.Tensor | None,
+               heads: int) -> torch.Tensor:
+        """Host-independent core. query/key/value: the base layer's projections (rows, N, C); bank: the
+        reference hidden states for each row (rows, Nb, C); bank_scale: strength per row (rows,)."""
+        if bank is None or not _active(bank_scale):
+            return attention(query, key, value, heads)
+        tokens = key.shape[1]
         key = torch.cat([key, self.to_k_ref(bank)], dim=1)
         value = torch.cat([value, self.to_v_ref(bank)], dim=1)
         # log(strength) on the bank's logits: 1 -> plain joint attention, 0 -> -inf (bank ignored).
-        bias = _per_frame(ctx.bank_scale.to(torch.float32).log(), ctx.num_frames).to(query.dtype)
-        mask = torch.zeros(bias.shape[0], 1, 1, key.shape[1], dtype=query.dtype, device=query.device)
-        mask[..., hidden_states.shape[1]:] = bias.view(-1, 1, 1, 1)
-        return _output(attn, _attend(attn, query, key, value, mask), hidden_states)
+        mask = torch.zeros(query.shape[0], 1, 1, key.shape[1], dtype=query.dtype, device=query.device)
+        mask[..., tokens:] = bank_scale.to(torch.float32).log().to(query.dtype).view(-1, 1, 1, 1)
+        return attention(query, key, value, heads, mask)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, portraittalk: AttentionContext | None = None, **kwargs):
+        _check_plain(attn)
+        ctx = portraittalk
+        bank = scale = None
+        if ctx is not None and ctx.bank is not None and ctx.bank.get(self.name) is not None:
+            bank = ctx.bank[self.name]
+            videos = ctx.bank_scale.shape[0]
+            bank = _per_frame(bank.expand(videos, -1, -1) if bank.shape[0] == 1 else bank, ctx.num_frames)
+            bank = bank.to(hidden_states.dtype)
+            scale = _per_frame(ctx.bank_scale, ctx.num_frames)
+        out = self.attend(attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states), bank, scale,
+                          attn.heads)
+        return _output(attn, out, hidden_states)
 
 
 class DecoupledCrossAttention(nn.Module):
@@ -151,6 +157,19 @@ class DecoupledCrossAttention(nn.Module):
         self.to_k_audio = _clone_linear(attn.to_k) if audio else None
         self.to_v_audio = _clone_linear(attn.to_v) if audio else None
 
+    def attend(self, query, base_out, identity_tokens, identity_scale, audio_tokens, audio_scale,
+               heads: int) -> torch.Tensor:
+        """Host-independent core: ``base_out`` (the text attention) plus the identity and audio branches.
+        Tokens are per row (rows, K, D) and scales per row (rows,); a branch whose scales are all 0 is skipped."""
+        out = base_out
+        if identity_tokens is not None and _active(identity_scale):
+            branch = attention(query, self.to_k_id(identity_tokens), self.to_v_id(identity_tokens), heads)
+            out = out + identity_scale.to(query.dtype).view(-1, 1, 1) * branch
+        if self.to_k_audio is not None and audio_tokens is not None and _active(audio_scale):
+            branch = attention(query, self.to_k_audio(audio_tokens), self.to_v_audio(audio_tokens), heads)
+            out = out + audio_scale.to(query.dtype).view(-1, 1, 1) * branch
+        return out
+
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, portraittalk: AttentionContext | None = None, **kwargs):
         _check_plain(attn)
@@ -160,18 +179,15 @@ class DecoupledCrossAttention(nn.Module):
         if attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         query = attn.to_q(hidden_states)
-        out = _attend(attn, query, attn.to_k(context), attn.to_v(context))
-
+        out = attention(query, attn.to_k(context), attn.to_v(context), attn.heads)
         ctx = portraittalk
-        if ctx is not None and ctx.identity_tokens is not None and _active(ctx.identity_scale):
-            tokens = _per_frame(ctx.identity_tokens.to(query.dtype), ctx.num_frames)
-            scale = _per_frame(ctx.identity_scale.to(query.dtype), ctx.num_frames).view(-1, 1, 1)
-            out = out + scale * _attend(attn, query, self.to_k_id(tokens), self.to_v_id(tokens))
-        if (ctx is not None and self.to_k_audio is not None and ctx.audio_tokens is not None
-                and _active(ctx.audio_scale)):
-            tokens = ctx.audio_tokens.to(query.dtype)
-            scale = _per_frame(ctx.audio_scale.to(query.dtype), ctx.num_frames).view(-1, 1, 1)
-            out = out + scale * _attend(attn, query, self.to_k_audio(tokens), self.to_v_audio(tokens))
+        if ctx is not None:
+            frames = ctx.num_frames
+            tokens = None if ctx.identity_tokens is None else _per_frame(ctx.identity_tokens.to(query.dtype), frames)
+            scale = None if ctx.identity_scale is None else _per_frame(ctx.identity_scale, frames)
+            audio_scale = None if ctx.audio_scale is None else _per_frame(ctx.audio_scale, frames)
+            audio = None if ctx.audio_tokens is None else ctx.audio_tokens.to(query.dtype)
+            out = self.attend(query, out, tokens, scale, audio, audio_scale, attn.heads)
         return _output(attn, out, hidden_states)
 
 
