@@ -32,6 +32,7 @@ from . import audio as audio_io
 from . import face as face_io
 from .backbone import Backbone, load_backbone, random_backbone
 from .clips import Clip, plan_clips
+from .conditioning import References, prepare_audio, prepare_references
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
@@ -61,14 +62,6 @@ class GenerationSettings:
     motion_frames: int | None = None
     seed: int = 0
     decode_chunk: int = 8              # frames decoded by the VAE at once
-
-
-@dataclass
-class References:
-    faces: list                        # face.AlignedFace, one per photo
-    pixels: torch.Tensor               # (R, 3, H, W) in [-1, 1]
-    structure: torch.Tensor            # (1, 4, H, W) head placement mask + landmark map, mouth left free
-    embeddings: torch.Tensor           # (R, E) face embeddings
 
 
 @dataclass
@@ -202,44 +195,12 @@ class PortraitTalkPipeline:
             self._detector = face_io.default_detector()
         return self._detector
 
-    # -- stage 1: audio ------------------------------------------------------------------------
-    def prepare_audio(self, source, fps: float) -> tuple["audio_io.Waveform", "audio_io.AudioFeatures"]:
-        if isinstance(source, tuple):  # (samples, sample_rate)
-            wave = audio_io.load_audio(source[0], source_rate=source[1])
-        else:
-            wave = audio_io.load_audio(source)
-        audio_io.check_not_silent(wave)
-        audio_io.check_long_enough(wave, fps)
-        features = audio_io.encode_audio(wave, self.audio_front_end, fps, window=self.config.audio_window)
-        layers, dim = features.frames.shape[-2:]
-        if (layers, dim) != (self.config.audio_layers, self.config.audio_dim):
-            raise WeightsError(f"the audio front end gives {layers} layers x {dim} features but the model "
-                               f"expects {self.config.audio_layers} x {self.config.audio_dim}",
-                               "use the audio encoder the model was trained with")
-        return wave, features
+    # -- stages 1 and 2: audio and faces (conditioning.py, shared with the ComfyUI nodes) ----------
+    def prepare_audio(self, source, fps: float):
+        return prepare_audio(source, self.audio_front_end, self.config, fps)
 
-    # -- stage 2: faces ------------------------------------------------------------------------
     def prepare_references(self, images: Sequence, resolution: int, labels=None) -> References:
-        faces = face_io.prepare_references(images, size=resolution, detector=self.detector, labels=labels,
-                                           face_fraction=self.config.face_fraction)
-        pixels = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces]).float() / 127.5 - 1
-        first = faces[0]
-        landmark_map = face_io.rasterize_landmarks(first.landmarks, first.regions, resolution,
-                                                   include=("outline", "brows", "eyes", "nose"))
-        structure = torch.cat([torch.from_numpy(first.head_mask)[None], torch.from_numpy(landmark_map)])[None]
-        return References(faces, pixels, structure.float(), self._embed_faces(faces, pixels))
-
-    def _embed_faces(self, faces, pixels: torch.Tensor) -> torch.Tensor:
-        if self.model.face_encoder is not None:
-            with torch.inference_mode():
-                return self.model.face_encoder(pixels.to(self.device, self.dtype)).float().cpu()
-        missing = [i for i, f in enumerate(faces) if f.embedding is None]
-        if missing:
-            raise WeightsError("this model needs ArcFace embeddings, which the current face detector does not "
-                               "give (insightface models not found)",
-                               "put insightface's antelopev2 models in models/insightface/models/antelopev2 "
-                               "and pass --insightface with the models/insightface folder")
-        return torch.stack([torch.as_tensor(f.embedding) for f in faces]).float()
+        return prepare_references(images, self.model, self.detector, resolution, labels, self.device, self.dtype)
 
     # -- stages 3 and 4: prompt and reference bank ----------------------------------------------
     def encode_prompts(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,20 @@
+"""PortraitTalk's ComfyUI nodes (V3 schema). Each node converts ComfyUI types and calls portraittalk_core."""
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .audio_encode import AudioEncode
+from .identity_refs import LoadIdentityRefs
+from .loader import PortraitTalkLoader
+from .video_combine import VideoCombine
+
+
+class PortraitTalkExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, VideoCombine]
+
+
+async def comfy_entrypoint() -> PortraitTalkExtension:
+    return PortraitTalkExtension()

@@ -1,0 +1,39 @@
+"""Load Identity Refs: photos (an IMAGE batch) -> detected, aligned references with embeddings and structure."""
+
+import torch
+from comfy_api.latest import io, ui
+
+from portraittalk_core.conditioning import prepare_references
+
+from .types import IdentityRefs, PortraitTalk
+
+
+class LoadIdentityRefs(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PortraitTalkLoadIdentityRefs",
+            display_name="PortraitTalk Load Identity Refs",
+            category="PortraitTalk",
+            description="Finds the face in each photo, aligns it to the portrait framing the model was trained on, "
+                        "and computes identity embeddings, the head placement mask and the landmark map. Several "
+                        "photos of the same person give the model more to go on.",
+            inputs=[
+                PortraitTalk.Input("portraittalk", tooltip="From PortraitTalk Loader: its face detector and encoder."),
+                io.Image.Input("images", tooltip="One or more photos of the same person (an IMAGE batch). One face "
+                                                 "each; where there are several, the largest is used."),
+                io.Int.Input("resolution", default=512, min=64, max=2048, step=64,
+                             tooltip="Side of the square output video in pixels (a multiple of 64)."),
+            ],
+            outputs=[
+                IdentityRefs.Output(display_name="refs", tooltip="Aligned references for PortraitTalk Sampler."),
+                io.Image.Output(display_name="aligned", tooltip="The aligned face crops, as IMAGE."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, portraittalk, images, resolution=512) -> io.NodeOutput:
+        labels = [f"image {i + 1} of {images.shape[0]}" for i in range(images.shape[0])]
+        refs = prepare_references(list(images), portraittalk.model, portraittalk.detector, resolution, labels)
+        aligned = (refs.pixels.permute(0, 2, 3, 1) + 1) / 2
+        return io.NodeOutput(refs, aligned.clamp(0, 1).to(torch.float32), ui=ui.PreviewImage(aligned, cls=cls))

@@ -1,0 +1,157 @@
+"""Against a real ComfyUI: the pack loads, lists its nodes with tooltips, and runs through the HTTP API.
+
+Needs a ComfyUI checkout in COMFYUI_PATH (and, in COMFYUI_PYTHON, a Python with ComfyUI's requirements;
+default: this one). Skipped cleanly without it. ComfyUI runs with --cpu in a throw-away base directory
+(custom_nodes/, models/, input/, output/), so the checkout itself is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from conftest import tone
+
+COMFYUI = os.environ.get("COMFYUI_PATH")
+pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI or ".") / "main.py").exists(),
+                                reason="set COMFYUI_PATH to a ComfyUI checkout to run the ComfyUI tests")
+ROOT = Path(__file__).resolve().parent.parent
+NODES = ["PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkVideoCombine"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory, reference_path):
+    from portraittalk_core.config import tiny
+    from portraittalk_core.models import PortraitTalkModel
+    from portraittalk_core.weights import save_model
+
+    base = tmp_path_factory.mktemp("comfy")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "portraittalk").symlink_to(ROOT, target_is_directory=True)
+    save_model(PortraitTalkModel(tiny()), base / "models" / "portraittalk" / "tiny_random.safetensors")
+    (base / "input").mkdir()
+    shutil.copy(reference_path, base / "input" / "face.jpg")
+    sf.write(base / "input" / "speech.wav", tone(0.8, 22_050), 22_050)
+    port = _free_port()
+    log = open(base / "server.log", "w")
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    server = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                               "--base-directory", str(base), "--disable-auto-launch"],
+                              cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if server.poll() is not None:
+                pytest.fail(f"ComfyUI exited: {(base / 'server.log').read_text()[-3000:]}")
+            try:
+                _get(url + "/object_info/PortraitTalkLoader")
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("ComfyUI did not start within 120 s")
+        yield url, base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def run_prompt(url: str, prompt: dict, timeout: float = 300) -> dict:
+    body = json.dumps({"prompt": prompt, "client_id": str(uuid.uuid4())}).encode()
+    request = urllib.request.Request(url + "/prompt", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            prompt_id = json.loads(r.read())["prompt_id"]
+    except urllib.error.HTTPError as err:
+        pytest.fail(f"prompt refused: {err.read().decode()[:2000]}")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = _get(f"{url}/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+            return history[prompt_id]
+        time.sleep(0.5)
+    pytest.fail("prompt did not finish in time")
+
+
+def test_pack_loads_and_lists_every_node_with_tooltips(comfy):
+    url, base = comfy
+    info = _get(url + "/object_info")
+    for node in NODES:
+        assert node in info, f"{node} missing; server log:\n{(base / 'server.log').read_text()[-2000:]}"
+        spec = info[node]
+        assert spec["category"] == "PortraitTalk" and spec["description"]
+        for section in ("required", "optional"):
+            for name, value in spec["input"].get(section, {}).items():
+                assert len(value) > 1 and value[1].get("tooltip"), f"{node}.{name} has no tooltip"
+    assert "tiny_random.safetensors" in json.dumps(info["PortraitTalkLoader"]["input"]["required"]["weights"])
+
+
+def test_refs_audio_and_video_nodes_run(comfy):
+    url, base = comfy
+    prompt = {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "tiny_random.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
+        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
+                                                                       "resolution": 128}},
+        "4": {"class_type": "LoadAudio", "inputs": {"audio": "speech.wav"}},
+        "5": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["4", 0],
+                                                                  "fps": 10.0}},
+        "6": {"class_type": "RepeatImageBatch", "inputs": {"image": ["3", 1], "amount": ["5", 1]}},
+        "7": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["6", 0], "fps": ["5", 2],
+                                                                   "filename_prefix": "PortraitTalk/test",
+                                                                   "audio": ["4", 0]}},
+    }
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", result["status"]
+    saved = result["outputs"]["7"]["images"][0]
+    path = base / "output" / saved["subfolder"] / saved["filename"]
+    from portraittalk_core.video import probe_video
+    info = probe_video(path)
+    assert info.frames == 8 and info.width == 128 and info.audio_codec == "aac"
+    assert abs(info.audio_duration - 0.8) <= 0.1
+    assert "0.80 s of audio -> 8 frames" in json.dumps(result["outputs"]["5"])
+
+
+def test_no_face_is_a_clear_error(comfy):
+    url, base = comfy
+    from PIL import Image
+    Image.new("RGB", (256, 256), (90, 100, 110)).save(base / "input" / "wall.png")
+    prompt = {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "tiny_random.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "wall.png"}},
+        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
+                                                                       "resolution": 128}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "error"
+    messages = json.dumps(result["status"]["messages"])
+    assert "No face found in image 1 of 1" in messages and "Fix:" in messages
