@@ -124,7 +124,9 @@ def tiny() -> PortraitTalkConfig:
             block_out_channels=(32, 64),
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+            # 32 norm groups and 8 heads, as in SD1.5: ComfyUI's UNet and VAE hard-code both, so the tiny
+            # model runs in the ComfyUI host too.
+            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
         ),
         motion=dict(
             block_out_channels=(32, 64), motion_layers_per_block=1,
@@ -133,7 +135,7 @@ def tiny() -> PortraitTalkConfig:
         ),
         vae=dict(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=64,
-            block_out_channels=(8, 16, 16, 16), norm_num_groups=8,
+            block_out_channels=(32, 32, 32, 32), norm_num_groups=32,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         ),
         text_encoder=dict(
