@@ -4,16 +4,20 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .apply import ApplyPortraitTalk
 from .audio_encode import AudioEncode
+from .backbone import BackboneLoader, TextEncode
 from .identity_refs import LoadIdentityRefs
 from .loader import PortraitTalkLoader
+from .sampler import PortraitTalkSampler
 from .video_combine import VideoCombine
 
 
 class PortraitTalkExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, VideoCombine]
+        return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, PortraitTalkSampler, VideoCombine,
+                ApplyPortraitTalk, BackboneLoader, TextEncode]
 
 
 async def comfy_entrypoint() -> PortraitTalkExtension:

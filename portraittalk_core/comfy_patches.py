@@ -14,6 +14,7 @@ here imports ComfyUI, so it is tested without it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from einops import repeat
@@ -56,6 +57,12 @@ class ComfyRun:
     identity_strength: float = 1.0
     audio_strength: float = 1.0
     reference_strength: float = 1.0
+    # The host's own attention (ComfyUI's optimized_attention) for the base path, so that with every
+    # PortraitTalk path off the patched model computes exactly what the unpatched one does.
+    base_attention: Callable | None = None
+
+    def attention(self, q, k, v, heads):
+        return (self.base_attention or attention)(q, k, v, heads)
 
     def __deepcopy__(self, memo):  # ModelPatcher.clone deep-copies model_options: share, don't copy tensors
         return self
@@ -100,6 +107,8 @@ class IdentityAttentionPatch(_Patch):
             return attention(q, k, v, heads)
         chunks = list(extra_options["cond_or_uncond"])
         scale = run.scales(chunks, q.shape[0], "identity", run.reference_strength, q.device, q.dtype)
+        if not bool((scale != 0).any()):
+            return run.attention(q, k, v, heads)
         bank = bank.to(q.device, q.dtype).expand(q.shape[0], -1, -1)
         return self.processor.attend(q, k, v, bank, scale, heads)
 
@@ -111,9 +120,9 @@ class DecoupledCrossAttentionPatch(_Patch):
 
     def __call__(self, q, k, v, extra_options):
         heads, run = extra_options["n_heads"], extra_options.get("portraittalk")
-        out = attention(q, k, v, heads)
         if run is None:
-            return out
+            return attention(q, k, v, heads)
+        out = run.attention(q, k, v, heads)
         chunks, rows = list(extra_options["cond_or_uncond"]), q.shape[0]
         tokens = (None if run.identity_tokens is None
                   else run.identity_tokens.to(q.device, q.dtype).expand(rows, -1, -1))

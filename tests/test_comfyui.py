@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import tone
 
@@ -27,7 +28,8 @@ COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI or ".") / "main.py").exists(),
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the ComfyUI tests")
 ROOT = Path(__file__).resolve().parent.parent
-NODES = ["PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkVideoCombine"]
+NODES = ["PortraitTalkApply", "PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkSampler",
+         "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode"]
 
 
 def _free_port() -> int:
@@ -50,7 +52,16 @@ def comfy(tmp_path_factory, reference_path):
     base = tmp_path_factory.mktemp("comfy")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "portraittalk").symlink_to(ROOT, target_is_directory=True)
-    save_model(PortraitTalkModel(tiny()), base / "models" / "portraittalk" / "tiny_random.safetensors")
+    from portraittalk_core.backbone import random_backbone
+    from test_loading import save_backbone_folder
+
+    backbone = random_backbone(tiny(), seed=0)
+    save_backbone_folder(backbone, base / "models" / "diffusers" / "tiny_backbone")
+    model = PortraitTalkModel(tiny(), backbone.unet)
+    for name, param in model.animate_net.named_parameters():   # every added path non-zero, as in the core tests
+        if param.requires_grad and param.abs().sum() == 0:
+            torch.nn.init.normal_(param, std=0.02)
+    save_model(model, base / "models" / "portraittalk" / "tiny_random.safetensors")
     (base / "input").mkdir()
     shutil.copy(reference_path, base / "input" / "face.jpg")
     sf.write(base / "input" / "speech.wav", tone(0.8, 22_050), 22_050)
@@ -155,3 +166,81 @@ def test_no_face_is_a_clear_error(comfy):
     assert result["status"]["status_str"] == "error"
     messages = json.dumps(result["status"]["messages"])
     assert "No face found in image 1 of 1" in messages and "Fix:" in messages
+
+
+def tiny_talking_face_prompt(fps: float = 10.0, steps: int = 2) -> dict:
+    return {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "tiny_random.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "PortraitTalkBackboneLoader", "inputs": {"backbone": "tiny_backbone"}},
+        "3": {"class_type": "PortraitTalkTextEncode", "inputs": {"text_encoder": ["2", 2], "text": "a person talking"}},
+        "4": {"class_type": "PortraitTalkTextEncode", "inputs": {"text_encoder": ["2", 2], "text": ""}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
+        "6": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["5", 0],
+                                                                       "resolution": 64}},
+        "7": {"class_type": "LoadAudio", "inputs": {"audio": "speech.wav"}},
+        "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["7", 0],
+                                                                  "fps": fps}},
+        "9": {"class_type": "PortraitTalkSampler", "inputs": {
+            "model": ["2", 0], "vae": ["2", 1], "positive": ["3", 0], "negative": ["4", 0], "portraittalk": ["1", 0],
+            "refs": ["6", 0], "audio_features": ["8", 0], "seed": 1, "steps": steps, "sampler_name": "euler",
+            "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
+            "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
+            "clip_frames": 0,
+            "motion_frames": -1}},
+        "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
+                                                                    "filename_prefix": "PortraitTalk/tiny",
+                                                                    "audio": ["7", 0]}},
+    }
+
+
+def test_tiny_talking_face_runs_end_to_end(comfy):
+    url, base = comfy
+    result = run_prompt(url, tiny_talking_face_prompt())
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    saved = result["outputs"]["10"]["images"][0]
+    from portraittalk_core.video import probe_video
+    info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
+    assert info.frames == 8 and info.width == 64 and info.audio_codec == "aac"
+    assert abs(info.audio_duration - 0.8) <= 0.1
+
+
+def ksampler_prompt(strength: float, patched: bool, lora: bool = False) -> dict:
+    """Stock KSampler on the tiny MODEL, either as it is or through Apply PortraitTalk."""
+    prompt = tiny_talking_face_prompt()
+    for node in ("9", "10"):
+        del prompt[node]
+    model = ["2", 0]
+    if patched:
+        prompt["11"] = {"class_type": "PortraitTalkApply", "inputs": {
+            "model": model, "vae": ["2", 1], "positive": ["3", 0], "portraittalk": ["1", 0], "refs": ["6", 0],
+            "audio_features": ["8", 0], "start_frame": 0, "frames": 4, "identity_strength": strength,
+            "audio_strength": strength, "motion_scale": strength, "structure_strength": strength}}
+        model, latent = ["11", 0], ["11", 1]
+    else:
+        prompt["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}}
+        latent = ["11", 0]
+    prompt["12"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 5, "steps": 2, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal",
+        "positive": ["3", 0], "negative": ["4", 0], "latent_image": latent, "denoise": 1.0}}
+    prompt["13"] = {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "latents/run"}}
+    return prompt
+
+
+def _saved_latent(base, result) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    saved = result["outputs"]["13"]["latents"][0]
+    return load_file(str(base / "output" / saved["subfolder"] / saved["filename"]))["latent_tensor"]
+
+
+def test_patched_model_with_every_scale_at_zero_reproduces_the_model(comfy):
+    url, base = comfy
+    plain = run_prompt(url, ksampler_prompt(0.0, patched=False))
+    zero = run_prompt(url, ksampler_prompt(0.0, patched=True))
+    full = run_prompt(url, ksampler_prompt(1.0, patched=True))
+    for result in (plain, zero, full):
+        assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    plain, zero, full = (_saved_latent(base, r) for r in (plain, zero, full))
+    assert torch.equal(zero, plain)   # bit for bit: every PortraitTalk path off is the plain model
+    assert (full - plain).abs().max() > 1e-3

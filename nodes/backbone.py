@@ -1,0 +1,120 @@
+"""PortraitTalk Backbone Loader and Text Encode: any-size SD-style backbone (diffusers folder) as native
+ComfyUI MODEL and VAE, for the small models (tiny tests, the embedded demo) that no checkpoint loader knows.
+
+Real SD1.5 checkpoints go through ComfyUI's own loaders instead. The UNet is ComfyUI's own
+(``openaimodel.UNetModel``), built from the backbone's config and loaded with ComfyUI's diffusers key map,
+so every ComfyUI sampler, patch and LoRA works on it as on any SD1.5 MODEL.
+"""
+
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from portraittalk_core.backbone import load_backbone
+from portraittalk_core.errors import WeightsError
+
+TextEncoder = io.Custom("PORTRAITTALK_TEXT_ENCODER")
+
+
+def comfy_unet_config(unet: dict) -> dict:
+    """A diffusers UNet2DConditionModel config -> ComfyUI's (LDM) UNet config."""
+    channels = list(unet["block_out_channels"])
+    depth = [1 if "CrossAttn" in t else 0 for t in unet["down_block_types"]]
+    per_level = unet["layers_per_block"]
+    return {
+        "context_dim": unet["cross_attention_dim"], "model_channels": channels[0], "in_channels": unet["in_channels"],
+        "out_channels": unet["out_channels"], "use_linear_in_transformer": False, "adm_in_channels": None,
+        "use_temporal_attention": False, "num_res_blocks": [per_level] * len(channels),
+        "channel_mult": [c // channels[0] for c in channels], "transformer_depth": depth,
+        "transformer_depth_output": [d for d in depth for _ in range(per_level + 1)],
+        "transformer_depth_middle": 1, "num_heads": unet["attention_head_dim"], "num_head_channels": -1,
+        "image_size": 32, "use_spatial_transformer": True, "legacy": False, "dims": 2,
+    }
+
+
+def comfy_model(unet) -> comfy.model_patcher.ModelPatcher:
+    config = comfy_unet_config(dict(unet.config))
+
+    class Backbone(comfy.supported_models.SD15):  # SD1.5's latent format and sampling, this UNet's shape
+        unet_config = dict(config)
+        unet_extra_config = {}
+
+    model_config = Backbone(config)
+    model = model_config.get_model({})
+    key_map = comfy.utils.unet_to_diffusers(config)
+    state = unet.state_dict()
+    model.diffusion_model.load_state_dict({ldm: state[diff] for diff, ldm in key_map.items() if diff in state})
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def comfy_vae(vae) -> comfy.sd.VAE:
+    c = vae.config
+    channels = list(c.block_out_channels)
+    ddconfig = {"double_z": True, "z_channels": c.latent_channels, "resolution": 256, "in_channels": c.in_channels,
+                "out_ch": c.out_channels, "ch": channels[0], "ch_mult": [x // channels[0] for x in channels],
+                "num_res_blocks": c.layers_per_block, "attn_resolutions": [], "dropout": 0.0}
+    return comfy.sd.VAE(sd=vae.state_dict(), config={"params": {"ddconfig": ddconfig,
+                                                                "embed_dim": c.latent_channels}})
+
+
+class BackboneLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        folders = [d for root in folder_paths.get_folder_paths("diffusers") if os.path.isdir(root)
+                   for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d, "unet"))]
+        return io.Schema(
+            node_id="PortraitTalkBackboneLoader",
+            display_name="PortraitTalk Backbone Loader",
+            category="PortraitTalk",
+            description="Loads a diffusers-format Stable Diffusion backbone of any size from models/diffusers as "
+                        "native MODEL and VAE, plus its text encoder. For small PortraitTalk models; use ComfyUI's "
+                        "checkpoint loader for SD1.5 checkpoints.",
+            inputs=[io.Combo.Input("backbone", options=folders,
+                                   tooltip="A folder in models/diffusers with unet/, vae/, text_encoder/, tokenizer/.")],
+            outputs=[io.Model.Output(display_name="model", tooltip="The UNet as a native MODEL."),
+                     io.Vae.Output(display_name="vae", tooltip="The VAE as a native VAE."),
+                     TextEncoder.Output(display_name="text_encoder", tooltip="For PortraitTalk Text Encode.")],
+        )
+
+    @classmethod
+    def execute(cls, backbone) -> io.NodeOutput:
+        path = folder_paths.get_full_path("diffusers", backbone) or next(
+            (os.path.join(root, backbone) for root in folder_paths.get_folder_paths("diffusers")
+             if os.path.isdir(os.path.join(root, backbone or ""))), None)
+        if not path:
+            raise WeightsError(f"backbone folder '{backbone}' not found in "
+                               f"'{folder_paths.get_folder_paths('diffusers')[0]}'",
+                               "put a diffusers backbone folder there and refresh")
+        sd = load_backbone(path)
+        return io.NodeOutput(comfy_model(sd.unet), comfy_vae(sd.vae), sd)
+
+
+class TextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PortraitTalkTextEncode",
+            display_name="PortraitTalk Text Encode",
+            category="PortraitTalk",
+            description="Encodes a prompt with the text encoder of a PortraitTalk Backbone into CONDITIONING.",
+            inputs=[TextEncoder.Input("text_encoder", tooltip="From PortraitTalk Backbone Loader."),
+                    io.String.Input("text", multiline=True, default="",
+                                    tooltip="The prompt, e.g. 'a person talking, red hair'.")],
+            outputs=[io.Conditioning.Output(tooltip="For PortraitTalk Sampler's positive or negative input.")],
+        )
+
+    @classmethod
+    def execute(cls, text_encoder, text="") -> io.NodeOutput:
+        with torch.inference_mode():
+            embeds = text_encoder.encode_text([text]).float().cpu()
+        return io.NodeOutput([[embeds, {}]])

@@ -1,0 +1,154 @@
+"""PortraitTalk Sampler: the user's MODEL, patched, sampled clip by clip with ComfyUI's own samplers."""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy.ldm.modules.attention import optimized_attention
+import torch
+from comfy_api.latest import io
+
+from portraittalk_core.clips import plan_clips
+from portraittalk_core.comfy_patches import Branch, ComfyRun
+from portraittalk_core.pipeline import BRANCHES, guidance_weights
+
+from .host import check_model_family, patch_model, structure_residual
+from .types import AudioFeatures, IdentityRefs, PortraitTalk
+
+
+class PortraitTalkGuider(comfy.samplers.CFGGuider):
+    """Classifier-free guidance over text, identity and audio, all branches in one batched model call:
+    eps = e_u + s_id (e_i - e_u) + s_audio (e_ia - e_i) + s_text (e_iat - e_ia)."""
+
+    def __init__(self, model_patcher, weights: dict[str, float], positive, negative):
+        super().__init__(model_patcher)
+        self.names = list(weights)
+        self.weights = [weights[n] for n in self.names]
+        self.inner_set_conds({n: positive if BRANCHES[n][0] else negative for n in self.names})
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
+        conds = [self.conds.get(n) for n in self.names]
+        outs = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        return sum(w * out for w, out in zip(self.weights, outs))
+
+
+def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: dict[int, Branch],
+                          identity_strength: float, audio_strength: float, motion_scale: float,
+                          structure_strength: float):
+    """Identity tokens and the reference bank (once per generation), and the patched clone of ``model``."""
+    net, config = portraittalk.model, portraittalk.config
+    check_model_family(model, config)
+    device = comfy.model_management.get_torch_device()
+    dtype = torch.float32 if device.type == "cpu" else torch.float16
+    net.to(device, dtype)
+    latent_format = model.get_model_object("latent_format")
+    with torch.inference_mode():
+        ref_latents = latent_format.process_in(vae.encode((refs.pixels.permute(0, 2, 3, 1) + 1) / 2))
+        tokens = net.identity_projection(refs.embeddings.to(device, dtype)[None])
+        _, bank = net.identity_net(ref_latents.to(device, dtype)[None], positive[0][0].to(device, dtype), tokens,
+                                   torch.full((1,), identity_strength, device=device, dtype=dtype))
+    run = ComfyRun(branches, identity_tokens=tokens, bank=bank, identity_strength=identity_strength,
+                   audio_strength=audio_strength, reference_strength=identity_strength,
+                   base_attention=optimized_attention)
+    residual = None
+    if structure_strength:
+        residual = structure_strength * structure_residual(net.animate_net, refs.structure, device, dtype)
+    return patch_model(model, net.animate_net, run, residual, motion_scale), run, device, dtype
+
+
+def _branches(names: list[str]) -> dict[int, Branch]:
+    # calc_cond_batch reports each chunk by its index in the conds list: that index picks the branch.
+    return {i: Branch(identity=BRANCHES[n][1], audio=BRANCHES[n][2]) for i, n in enumerate(names)}
+
+
+class PortraitTalkSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PortraitTalkSampler",
+            display_name="PortraitTalk Sampler",
+            category="PortraitTalk",
+            description="Generates the talking-face frames: patches your MODEL with PortraitTalk (identity, audio, "
+                        "temporal and structure modules), then samples the audio's length in clips, each continuing "
+                        "from the last frames of the one before, with ComfyUI's samplers and schedulers.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SD1.5-family MODEL from your checkpoint loader (LoRAs welcome)."),
+                io.Vae.Input("vae", tooltip="The checkpoint's VAE: encodes the references, decodes the frames."),
+                io.Conditioning.Input("positive", tooltip="The prompt (CLIP Text Encode): text customisation."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt; also the unconditional branch."),
+                PortraitTalk.Input("portraittalk", tooltip="From PortraitTalk Loader."),
+                IdentityRefs.Input("refs", tooltip="From PortraitTalk Load Identity Refs."),
+                AudioFeatures.Input("audio_features", tooltip="From PortraitTalk Audio Encode."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Same seed, same video."),
+                io.Int.Input("steps", default=25, min=1, max=200, tooltip="Denoising steps per clip."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="ddim",
+                               tooltip="ComfyUI sampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               tooltip="ComfyUI noise schedule."),
+                io.Float.Input("text_scale", default=5.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Guidance of the prompt."),
+                io.Float.Input("identity_scale", default=2.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Guidance of the identity (references)."),
+                io.Float.Input("audio_scale", default=3.5, min=0.0, max=30.0, step=0.1,
+                               tooltip="Guidance of the audio (lip sync)."),
+                io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Weight of the identity attention paths (1 = as trained)."),
+                io.Float.Input("audio_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Weight of the audio attention path (1 = as trained)."),
+                io.Float.Input("motion_scale", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Weight of the temporal modules (0 = frames independent)."),
+                io.Float.Input("structure_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Weight of the head placement and landmark guidance."),
+                io.Int.Input("clip_frames", default=0, min=0, max=32,
+                             tooltip="Frames denoised together; 0 = the model's default."),
+                io.Int.Input("motion_frames", default=-1, min=-1, max=31,
+                             tooltip="Frames of the previous clip each clip continues from; -1 = the model's default."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The frames, an IMAGE batch."),
+                io.Float.Output(display_name="fps", tooltip="Their frame rate (from Audio Encode)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, positive, negative, portraittalk, refs, audio_features, seed=0, steps=25,
+                sampler_name="ddim", scheduler="normal", text_scale=5.0, identity_scale=2.0, audio_scale=3.5,
+                identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
+                clip_frames=0, motion_frames=-1) -> io.NodeOutput:
+        config = portraittalk.config
+        weights = guidance_weights(text_scale, identity_scale, audio_scale)
+        patched, run, device, dtype = prepare_patched_model(
+            model, vae, positive, portraittalk, refs, _branches(list(weights)), identity_strength, audio_strength,
+            motion_scale, structure_strength)
+        net = portraittalk.model
+        guider = PortraitTalkGuider(patched, weights, positive, negative)
+
+        clip_frames = clip_frames or config.clip_frames
+        motion_frames = config.motion_frames if motion_frames < 0 else min(motion_frames, clip_frames - 1)
+        clips = plan_clips(audio_features.n_frames, clip_frames, motion_frames)
+        sampler = comfy.samplers.sampler_object(sampler_name)
+        sigmas = comfy.samplers.calculate_sigmas(patched.get_model_object("model_sampling"), scheduler, steps).cpu()
+        size = refs.pixels.shape[-1] // 8
+        progress = comfy.utils.ProgressBar(len(clips))
+        frames, motion = [], None
+        for index, clip in enumerate(clips):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            with torch.inference_mode():
+                run.audio_tokens = net.audio_projection(audio_features.frames[clip.first:clip.end].to(device, dtype))
+            latent = torch.zeros(clip.length, 4, size, size)
+            mask = torch.ones(clip.length, 1, size, size)
+            if clip.context:
+                latent[:clip.context], mask[:clip.context] = motion, 0.0
+            noise = comfy.sample.prepare_noise(latent, seed + index)
+            callback = latent_preview.prepare_callback(patched, steps)
+            samples = guider.sample(noise, latent, sampler, sigmas, denoise_mask=mask, callback=callback,
+                                    disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed + index)
+            samples = samples.to(comfy.model_management.intermediate_device())
+            motion = samples[samples.shape[0] - motion_frames:] if motion_frames else None
+            frames.append(vae.decode(samples[clip.context:]))
+            progress.update(1)
+        return io.NodeOutput(torch.cat(frames).float(), float(audio_features.fps))
