@@ -62,6 +62,7 @@ def comfy(tmp_path_factory, reference_path):
         if param.requires_grad and param.abs().sum() == 0:
             torch.nn.init.normal_(param, std=0.02)
     save_model(model, base / "models" / "portraittalk" / "tiny_random.safetensors")
+    write_tiny_lora(base / "models" / "loras" / "tiny_lora.safetensors")
     (base / "input").mkdir()
     shutil.copy(reference_path, base / "input" / "face.jpg")
     sf.write(base / "input" / "speech.wav", tone(0.8, 22_050), 22_050)
@@ -91,6 +92,22 @@ def comfy(tmp_path_factory, reference_path):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def write_tiny_lora(path: Path) -> None:
+    """A LoRA on the tiny UNet's cross-attention keys, in ComfyUI's 'diffusion_model.<layer>' key form."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for block in ("input_blocks.1.1", "output_blocks.3.1", "middle_block.1"):
+        width = 64 if block.startswith("middle") else 32
+        for proj in ("to_k", "to_v"):
+            key = f"diffusion_model.{block}.transformer_blocks.0.attn2.{proj}"
+            tensors[f"{key}.lora_up.weight"] = torch.randn(width, 4, generator=g) * 0.5
+            tensors[f"{key}.lora_down.weight"] = torch.randn(4, 32, generator=g) * 0.5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
 
 
 def run_prompt(url: str, prompt: dict, timeout: float = 300) -> dict:
@@ -244,3 +261,25 @@ def test_patched_model_with_every_scale_at_zero_reproduces_the_model(comfy):
     plain, zero, full = (_saved_latent(base, r) for r in (plain, zero, full))
     assert torch.equal(zero, plain)   # bit for bit: every PortraitTalk path off is the plain model
     assert (full - plain).abs().max() > 1e-3
+
+
+def test_a_lora_upstream_changes_the_output(comfy):
+    url, base = comfy
+    prompt = tiny_talking_face_prompt()
+    prompt["20"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["2", 0], "lora_name": "tiny_lora.safetensors",
+                                                                   "strength_model": 1.0}}
+    with_lora = dict(prompt)
+    with_lora["9"] = {**prompt["9"], "inputs": {**prompt["9"]["inputs"], "model": ["20", 0]}}
+    for p in (prompt, with_lora):
+        p["21"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "lora_check"}}
+    without = run_prompt(url, {k: v for k, v in prompt.items() if k != "20"})
+    lora = run_prompt(url, with_lora)
+    assert lora["status"]["status_str"] == "success", json.dumps(lora["status"])[:3000]
+    from PIL import Image
+    import numpy as np
+
+    def first_frame(result):
+        saved = result["outputs"]["21"]["images"][0]
+        return np.asarray(Image.open(base / "output" / saved["subfolder"] / saved["filename"]), dtype=np.int16)
+
+    assert np.abs(first_frame(lora) - first_frame(without)).max() > 0
