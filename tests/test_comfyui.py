@@ -140,6 +140,14 @@ def test_pack_loads_and_lists_every_node_with_tooltips(comfy):
     assert "tiny_random.safetensors" in json.dumps(info["PortraitTalkLoader"]["input"]["required"]["weights"])
 
 
+def test_help_pages_and_web_extension_are_served(comfy):
+    url, _ = comfy
+    for node in NODES:
+        with urllib.request.urlopen(f"{url}/extensions/portraittalk/docs/{node}.md", timeout=30) as r:
+            assert r.status == 200 and f"# " in r.read().decode()
+    assert "/extensions/portraittalk/portraittalk.js" in _get(url + "/extensions")
+
+
 def test_refs_audio_and_video_nodes_run(comfy):
     url, base = comfy
     prompt = {
