@@ -57,6 +57,9 @@ def comfy(tmp_path_factory, reference_path):
 
     backbone = random_backbone(tiny(), seed=0)
     save_backbone_folder(backbone, base / "models" / "diffusers" / "tiny_backbone")
+    wide = tiny().replace(name="wide", unet={**tiny().unet, "cross_attention_dim": 48},
+                          text_encoder={**tiny().text_encoder, "hidden_size": 48})
+    save_backbone_folder(random_backbone(wide, seed=0), base / "models" / "diffusers" / "other_family")
     model = PortraitTalkModel(tiny(), backbone.unet)
     for name, param in model.animate_net.named_parameters():   # every added path non-zero, as in the core tests
         if param.requires_grad and param.abs().sum() == 0:
@@ -323,3 +326,23 @@ def test_example_workflow_validates(comfy, workflow):
         pytest.fail(f"{workflow.name} does not validate: {err.read().decode()[:2000]}")
     while prompt_id not in _get(f"{url}/history/{prompt_id}"):   # runs into the stand-in files; wait it out
         time.sleep(0.2)
+
+
+def test_model_of_another_family_is_refused_clearly(comfy):
+    url, _ = comfy
+    prompt = tiny_talking_face_prompt()
+    prompt["2"]["inputs"]["backbone"] = "other_family"
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error"
+    assert "not of the family" in messages and "SD1.5" in messages and "Fix:" in messages
+
+
+def test_audio_shorter_than_a_frame_is_refused_clearly(comfy):
+    url, base = comfy
+    sf.write(base / "input" / "click.wav", tone(0.02), 16_000)
+    prompt = tiny_talking_face_prompt()
+    prompt["7"]["inputs"]["audio"] = "click.wav"
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error" and "shorter than one frame" in messages
