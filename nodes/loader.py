@@ -2,6 +2,8 @@
 
 import os
 
+import comfy.model_management
+import comfy.model_patcher
 from comfy_api.latest import io
 
 from portraittalk_core.errors import WeightsError
@@ -21,6 +23,10 @@ class PortraitTalkBundle:
     def __init__(self, model, detector, audio_front_end, name: str):
         self.model, self.detector, self.audio_front_end, self.name = model, detector, audio_front_end, name
         self.config = model.config
+        # ComfyUI's memory management loads it to the GPU with the UNet and offloads it after.
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            model, load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device())
 
 
 def _detector(choice: str):

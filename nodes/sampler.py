@@ -41,9 +41,11 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
     """Identity tokens and the reference bank (once per generation), and the patched clone of ``model``."""
     net, config = portraittalk.model, portraittalk.config
     check_model_family(model, config)
-    device = comfy.model_management.get_torch_device()
-    dtype = torch.float32 if device.type == "cpu" else torch.float16
-    net.to(device, dtype)
+    dtype = model.model_dtype()  # PortraitTalk's modules compute inside the UNet, in its dtype
+    if next(net.parameters()).dtype != dtype:
+        net.to(dtype)
+    comfy.model_management.load_models_gpu([portraittalk.patcher])
+    device = portraittalk.patcher.load_device
     latent_format = model.get_model_object("latent_format")
     with torch.inference_mode():
         ref_latents = latent_format.process_in(vae.encode((refs.pixels.permute(0, 2, 3, 1) + 1) / 2))
@@ -56,7 +58,9 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
     residual = None
     if structure_strength:
         residual = structure_strength * structure_residual(net.animate_net, refs.structure, device, dtype)
-    return patch_model(model, net.animate_net, run, residual, motion_scale), run, device, dtype
+    patched = patch_model(model, net.animate_net, run, residual, motion_scale)
+    patched.set_additional_models("portraittalk", [portraittalk.patcher])
+    return patched, run, device, dtype
 
 
 def _branches(names: list[str]) -> dict[int, Branch]:
