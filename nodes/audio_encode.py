@@ -1,11 +1,9 @@
 """Audio Encode: the native AUDIO (or ComfyUI's own wav2vec2 encoder output) -> per-frame audio features."""
 
-import torch
 from comfy_api.latest import io, ui
 
 from portraittalk_core import audio as audio_io
 from portraittalk_core.conditioning import check_audio_features, prepare_audio
-from portraittalk_core.errors import InputError
 
 from .types import AudioFeatures, PortraitTalk
 
@@ -44,17 +42,8 @@ class AudioEncode(io.ComfyNode):
             wave = audio_io.load_audio(audio)
             audio_io.check_not_silent(wave)
             audio_io.check_long_enough(wave, fps)
-            features = comfy_encoder_features(audio_encoder_output, wave.duration, fps, config.audio_window)
+            features = audio_io.features_from_comfy_encoder(audio_encoder_output, wave.duration, fps,
+                                                            config.audio_window)
             check_audio_features(features, config)
         text = f"{wave.duration:.2f} s of audio -> {features.n_frames} frames at {fps:g} fps"
         return io.NodeOutput(features, features.n_frames, float(fps), ui=ui.PreviewText(text))
-
-
-def comfy_encoder_features(output: dict, duration: float, fps: float, window: int) -> "audio_io.AudioFeatures":
-    """ComfyUI's AUDIO_ENCODER_OUTPUT (a dict with every layer's hidden states) -> AudioFeatures."""
-    layers = output.get("encoded_audio_all_layers")
-    if not layers:
-        raise InputError("the audio encoder output has no per-layer hidden states",
-                         "connect Audio Encoder Encode with a wav2vec2 encoder, or leave this input empty")
-    hidden = torch.stack([h[0] for h in layers], dim=1).float().cpu()   # (T, L, C), first batch item
-    return audio_io.features_from_hidden_states(hidden, 50.0, duration, fps, window=window)

@@ -780,3 +780,14 @@ def features_from_hidden_states(
 
     frames = frame_windows(hidden_states, feature_rate, fps, n_frames, window)
     return AudioFeatures(frames, float(fps), n_frames, float(duration), name)
+
+
+def features_from_comfy_encoder(output: dict, duration: float, fps: float, window: int = 2) -> AudioFeatures:
+    """ComfyUI's AUDIO_ENCODER_OUTPUT (Audio Encoder Encode: a dict whose ``encoded_audio_all_layers`` holds
+    every layer's hidden states, each (batch, T, C), at 50 per second for wav2vec2) -> AudioFeatures."""
+    layers = output.get("encoded_audio_all_layers") if isinstance(output, dict) else None
+    if not layers:
+        raise AudioError("the audio encoder output has no per-layer hidden states",
+                         "connect Audio Encoder Encode with a wav2vec2 encoder, or leave this input empty")
+    hidden = torch.stack([h[0] for h in layers], dim=1).float().cpu()  # (T, L, C), first batch item
+    return features_from_hidden_states(hidden, 50.0, duration, fps, window=window)

@@ -40,6 +40,22 @@ def comfy_block_key(layer_name: str, layers_per_block: int) -> tuple[str, str, i
     raise ValueError(f"not a UNet transformer attention layer: {layer_name}")
 
 
+def comfy_unet_config(unet: dict) -> dict:
+    """A diffusers UNet2DConditionModel config -> ComfyUI's (LDM) UNet config for the same network."""
+    channels = list(unet["block_out_channels"])
+    depth = [1 if "CrossAttn" in t else 0 for t in unet["down_block_types"]]
+    per_level = unet["layers_per_block"]
+    return {
+        "context_dim": unet["cross_attention_dim"], "model_channels": channels[0], "in_channels": unet["in_channels"],
+        "out_channels": unet["out_channels"], "use_linear_in_transformer": False, "adm_in_channels": None,
+        "use_temporal_attention": False, "num_res_blocks": [per_level] * len(channels),
+        "channel_mult": [c // channels[0] for c in channels], "transformer_depth": depth,
+        "transformer_depth_output": [d for d in depth for _ in range(per_level + 1)],
+        "transformer_depth_middle": 1, "num_heads": unet["attention_head_dim"], "num_head_channels": -1,
+        "image_size": 32, "use_spatial_transformer": True, "legacy": False, "dims": 2,
+    }
+
+
 @dataclass(frozen=True)
 class Branch:
     identity: bool = False

@@ -8,7 +8,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from portraittalk_core.comfy_patches import (Branch, ComfyRun, DecoupledCrossAttentionPatch, IdentityAttentionPatch,
-                                             attention_patches, comfy_block_key)
+                                             attention_patches, comfy_block_key, comfy_unet_config)
 from portraittalk_core.config import sd15, tiny
 from portraittalk_core.models import AnimateNet, AttentionContext
 from portraittalk_core.models.attention import transformer_attention_layers
@@ -108,3 +108,27 @@ def test_audio_frames_must_match_the_batch(net):
     from portraittalk_core.errors import InputError
     with pytest.raises(InputError, match="frame count"):
         patch(q, k, v, {"n_heads": 2, "cond_or_uncond": [0], "portraittalk": run})
+
+
+def test_unet_config_for_comfyui_matches_sd15():
+    """Our conversion gives, for SD1.5, exactly the UNet shape ComfyUI detects from an SD1.5 checkpoint."""
+    got = comfy_unet_config(sd15().unet)
+    assert got["model_channels"] == 320 and got["context_dim"] == 768
+    assert got["channel_mult"] == [1, 2, 4, 4] and got["num_res_blocks"] == [2, 2, 2, 2]
+    assert got["transformer_depth"] == [1, 1, 1, 0]
+    assert got["transformer_depth_output"] == [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert got["num_heads"] == 8 and got["num_head_channels"] == -1
+
+
+def test_comfyui_audio_encoder_output_becomes_features():
+    from portraittalk_core.audio import features_from_comfy_encoder
+    from portraittalk_core.errors import AudioError
+
+    # 2 s at 50 per second, 4 layers + embeddings; layer i holds the value i, so the layout is checkable.
+    layers = tuple(torch.full((1, 100, 16), float(i)) for i in range(5))
+    features = features_from_comfy_encoder({"encoded_audio_all_layers": layers, "audio_samples": 32000}, 2.0, 25.0)
+    assert features.n_frames == 50 and features.frames.shape == (50, 5, 5, 16)   # (frames, window, layers, C)
+    for i in range(5):
+        assert torch.allclose(features.frames[:, :, i], torch.full((50, 5, 16), float(i)))
+    with pytest.raises(AudioError, match="Audio Encoder Encode"):
+        features_from_comfy_encoder({"encoded_audio": layers[0]}, 2.0, 25.0)
