@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the embedded default: shipped photo and speech -> outputs/demo.mp4")
     _add_generate_args(demo, inputs_required=False)
 
+    smoke = sub.add_parser("comfy-smoke", help="write tiny random-weight models and inputs for the ComfyUI "
+                                               "smoke workflow (workflows/portraittalk_tiny_smoke.json)")
+    smoke.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder (or --base-directory)")
+
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff")
     bench.add_argument("--config", default="tiny", choices=("tiny", "sd15"))
     bench.add_argument("--resolution", type=int, default=None)
@@ -154,6 +158,11 @@ def main(argv=None) -> int:
             return main_generate(args)
         if args.command == "demo":
             return main_demo(args)
+        if args.command == "comfy-smoke":
+            from .smoke import write_smoke_files
+            for path in write_smoke_files(args.comfyui):
+                print(f"wrote {path}")
+            return 0
         from .bench import main_bench
         return main_bench(args)
     except Cancelled:

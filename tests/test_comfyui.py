@@ -66,7 +66,9 @@ def comfy(tmp_path_factory, reference_path):
             torch.nn.init.normal_(param, std=0.02)
     save_model(model, base / "models" / "portraittalk" / "tiny_random.safetensors")
     write_tiny_lora(base / "models" / "loras" / "tiny_lora.safetensors")
-    (base / "input").mkdir()
+    from portraittalk_core.smoke import write_smoke_files
+    write_smoke_files(base)   # what `portraittalk comfy-smoke` writes, for workflows/portraittalk_tiny_smoke.json
+    (base / "input").mkdir(exist_ok=True)
     shutil.copy(reference_path, base / "input" / "face.jpg")
     sf.write(base / "input" / "speech.wav", tone(0.8, 22_050), 22_050)
     port = _free_port()
@@ -304,7 +306,7 @@ EXAMPLE_FILES = ["models/checkpoints/v1-5-pruned-emaonly.safetensors", "models/p
 @pytest.mark.parametrize("workflow", sorted((ROOT / "workflows").glob("*.json")), ids=lambda p: p.stem)
 def test_example_workflow_validates(comfy, workflow):
     """Every example loads as a graph of known nodes with valid links and values (POST /prompt validates it).
-    The model files it names are stand-ins here: the SD1.5 examples need real weights to run."""
+    The SD1.5 examples name stand-in files here (they need real weights to run); the tiny ones run."""
     sys.path.insert(0, str(ROOT / "tools"))
     from comfy_workflow import ui_to_api
 
@@ -324,9 +326,15 @@ def test_example_workflow_validates(comfy, workflow):
             prompt_id = json.loads(response.read())["prompt_id"]
     except urllib.error.HTTPError as err:
         pytest.fail(f"{workflow.name} does not validate: {err.read().decode()[:2000]}")
-    while prompt_id not in _get(f"{url}/history/{prompt_id}"):   # runs into the stand-in files; wait it out
+    while prompt_id not in (history := _get(f"{url}/history/{prompt_id}")):
         time.sleep(0.2)
-
+    if "tiny" in workflow.stem:   # the tiny examples run for real, end to end
+        result = history[prompt_id]
+        assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+        saved = next(o for o in result["outputs"].values() if o.get("animated") == [True])["images"][0]
+        from portraittalk_core.video import probe_video
+        info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
+        assert info.frames == 81 and info.audio_codec == "aac"
 
 def test_model_of_another_family_is_refused_clearly(comfy):
     url, _ = comfy
@@ -346,3 +354,42 @@ def test_audio_shorter_than_a_frame_is_refused_clearly(comfy):
     result = run_prompt(url, prompt)
     messages = json.dumps(result["status"]["messages"])
     assert result["status"]["status_str"] == "error" and "shorter than one frame" in messages
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MISSING_NODES = ("JSON.stringify(app.graph._nodes.filter(n => !LiteGraph.registered_node_types[n.type])"
+                 ".map(n => n.type))")
+
+
+def browser(url: str, workflow: Path, out: Path, *extra: str) -> str:
+    """Load a workflow in the real frontend in headless Chromium (tools/ui_screenshot.py, run with ComfyUI's
+    Python for aiohttp); returns what the tool printed."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    done = subprocess.run([python, str(ROOT / "tools" / "ui_screenshot.py"), str(workflow), str(out), "--server", url,
+                           *extra], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium for the browser tests")
+@pytest.mark.parametrize("workflow", sorted((ROOT / "workflows").glob("*.json")), ids=lambda p: p.stem)
+def test_workflow_loads_in_the_frontend_with_no_missing_nodes(comfy, workflow, tmp_path):
+    url, _ = comfy
+    printed = browser(url, workflow, tmp_path / "shot.png", "--eval", MISSING_NODES)
+    assert "load: ok" in printed and "eval: []" in printed, printed
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium for the browser tests")
+def test_smoke_workflow_runs_from_the_frontend_and_shows_audio_info(comfy, tmp_path):
+    url, base = comfy
+    for old in (base / "output" / "PortraitTalk").glob("smoke_*.mp4"):
+        old.unlink()
+    info = ("JSON.stringify(app.graph._nodes.filter(n => n.type == 'PortraitTalkAudioEncode')"
+            ".map(n => n.widgets.find(w => w.name == 'portraittalk_info')?.value))")
+    printed = browser(url, ROOT / "workflows" / "portraittalk_tiny_smoke.json", tmp_path / "shot.png", "--queue",
+                      "--wait", "60", "--after", info)
+    assert "6.42 s of audio -> 81 frames at 12.5 fps" in printed, printed
+    videos = list((base / "output" / "PortraitTalk").glob("smoke_*.mp4"))
+    assert videos, printed
+    from portraittalk_core.video import probe_video
+    assert probe_video(videos[0]).frames == 81

@@ -72,11 +72,38 @@ def sd15_lora_and_upscaler() -> dict:
     return graph
 
 
+def tiny_smoke() -> dict:
+    """Runs anywhere after `portraittalk comfy-smoke --comfyui <ComfyUI>`: random weights, noise video."""
+    return {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "portraittalk_tiny_random.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "PortraitTalkBackboneLoader", "inputs": {"backbone": "portraittalk_tiny_backbone"}},
+        "3": {"class_type": "PortraitTalkTextEncode", "inputs": {"text_encoder": ["2", 2], "text": "a person talking"}},
+        "4": {"class_type": "PortraitTalkTextEncode", "inputs": {"text_encoder": ["2", 2], "text": ""}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "portraittalk_reference.jpg"}},
+        "6": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["5", 0],
+                                                                       "resolution": 64}},
+        "7": {"class_type": "LoadAudio", "inputs": {"audio": "portraittalk_speech.flac"}},
+        "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["7", 0],
+                                                                  "fps": 12.5}},
+        "9": {"class_type": "PortraitTalkSampler", "inputs": {
+            "model": ["2", 0], "vae": ["2", 1], "positive": ["3", 0], "negative": ["4", 0], "portraittalk": ["1", 0],
+            "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": 2, "sampler_name": "euler",
+            "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
+            "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
+            "clip_frames": 0, "motion_frames": -1}},
+        "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
+                                                                    "filename_prefix": "PortraitTalk/smoke",
+                                                                    "audio": ["7", 0], "crf": 18}},
+    }
+
+
 EXAMPLES = {
     "portraittalk_basic": sd15_basic,
     "portraittalk_several_references": sd15_several_refs,
     "portraittalk_prompt_customisation": sd15_prompt_customisation,
     "portraittalk_lora_and_upscaler": sd15_lora_and_upscaler,
+    "portraittalk_tiny_smoke": tiny_smoke,
 }
 
 

@@ -51,6 +51,8 @@ async def main(a):
             if a.queue:
                 print("queue:", await ev("app.queuePrompt(0, 1).then(r=>JSON.stringify(r)).catch(e=>'ERR '+e)"))
                 await asyncio.sleep(a.wait)
+            if a.after:
+                print("after:", await ev(a.after))
             shot = await cmd("Page.captureScreenshot", format="png")
             open(a.out, "wb").write(base64.b64decode(shot["result"]["data"]))
             print("wrote", a.out)
@@ -64,5 +66,6 @@ if __name__ == "__main__":
     ap.add_argument("--server", default="http://127.0.0.1:8199")
     ap.add_argument("--queue", action="store_true"); ap.add_argument("--wait", type=float, default=8)
     ap.add_argument("--eval")
+    ap.add_argument("--after", help="JS expression printed after the run (with --queue)")
     ap.add_argument("--width", type=int, default=1600); ap.add_argument("--height", type=int, default=1000)
     asyncio.run(main(ap.parse_args()))
