@@ -393,3 +393,46 @@ def test_smoke_workflow_runs_from_the_frontend_and_shows_audio_info(comfy, tmp_p
     assert videos, printed
     from portraittalk_core.video import probe_video
     assert probe_video(videos[0]).frames == 81
+
+
+def test_unreadable_weights_name_the_file(comfy):
+    url, base = comfy
+    (base / "models" / "portraittalk" / "broken.safetensors").write_bytes(b"\x00" * 32)
+    prompt = {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "broken.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
+        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
+                                                                       "resolution": 64}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error"
+    assert "broken.safetensors" in messages and "models/portraittalk" in messages and "Fix:" in messages
+
+
+def test_interrupting_video_combine_leaves_no_file(comfy):
+    url, base = comfy
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
+        "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact",
+                                                     "width": 256, "height": 256, "crop": "disabled"}},
+        "3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 4000}},
+        "4": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["3", 0], "fps": 25.0,
+                                                                   "filename_prefix": "PortraitTalk/interrupted"}},
+    }
+    body = json.dumps({"prompt": prompt, "client_id": "interrupt"}).encode()
+    request = urllib.request.Request(url + "/prompt", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        prompt_id = json.loads(r.read())["prompt_id"]
+    folder = base / "output" / "PortraitTalk"
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(folder.glob(".interrupted*")):   # the writer has started
+        time.sleep(0.05)
+    assert list(folder.glob(".interrupted*")), "the video writer never started"
+    urllib.request.urlopen(urllib.request.Request(url + "/interrupt", b"", method="POST"), timeout=30)
+    while prompt_id not in (history := _get(f"{url}/history/{prompt_id}")):
+        time.sleep(0.2)
+    assert history[prompt_id]["status"]["status_str"] == "error"       # interrupted, not finished
+    assert not list(folder.glob("interrupted*")) and not list(folder.glob(".interrupted*"))
