@@ -46,8 +46,7 @@ def check_audio_features(features: audio_io.AudioFeatures, config: PortraitTalkC
                            "use the audio encoder the model was trained with")
 
 
-def prepare_references(images: Sequence, model, detector, resolution: int, labels=None, device="cpu",
-                       dtype=torch.float32) -> References:
+def prepare_references(images: Sequence, model, detector, resolution: int, labels=None) -> References:
     """Photos -> aligned faces at ``resolution``, their embeddings, and the first one's structure maps."""
     faces = face_io.prepare_references(images, size=resolution, detector=detector, labels=labels,
                                        face_fraction=model.config.face_fraction)
@@ -57,14 +56,15 @@ def prepare_references(images: Sequence, model, detector, resolution: int, label
     landmark_map = face_io.rasterize_landmarks(first.landmarks, first.regions, resolution,
                                                include=("outline", "brows", "eyes", "nose"))
     structure = torch.cat([torch.from_numpy(first.head_mask)[None], torch.from_numpy(landmark_map)])[None]
-    return References(faces, pixels, structure.float(), embed_faces(faces, pixels, model, device, dtype))
+    return References(faces, pixels, structure.float(), embed_faces(faces, pixels, model))
 
 
-def embed_faces(faces, pixels: torch.Tensor, model, device="cpu", dtype=torch.float32) -> torch.Tensor:
+def embed_faces(faces, pixels: torch.Tensor, model) -> torch.Tensor:
     """Face embeddings: the model's builtin encoder, or the ArcFace embeddings insightface gave."""
     if model.face_encoder is not None:
+        weight = next(model.face_encoder.parameters())  # wherever the host put it (ComfyUI may have moved it)
         with torch.inference_mode():
-            return model.face_encoder(pixels.to(device, dtype)).float().cpu()
+            return model.face_encoder(pixels.to(weight.device, weight.dtype)).float().cpu()
     if any(f.embedding is None for f in faces):
         raise WeightsError("this model needs ArcFace embeddings, which the current face detector does not give "
                            "(insightface models not found)",

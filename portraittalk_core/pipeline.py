@@ -200,7 +200,7 @@ class PortraitTalkPipeline:
         return prepare_audio(source, self.audio_front_end, self.config, fps)
 
     def prepare_references(self, images: Sequence, resolution: int, labels=None) -> References:
-        return prepare_references(images, self.model, self.detector, resolution, labels, self.device, self.dtype)
+        return prepare_references(images, self.model, self.detector, resolution, labels)
 
     # -- stages 3 and 4: prompt and reference bank ----------------------------------------------
     def encode_prompts(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
