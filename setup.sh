@@ -11,6 +11,17 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 
+# System packages: espeak-ng speaks the procedural dataset's sentences (portraittalk synth). PyAV brings
+# its own FFmpeg, so nothing else is needed. Skipped, with a note, where apt-get can't be used.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing espeak-ng (apt-get)"
+    { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; } || echo "setup: could not install espeak-ng; portraittalk synth will not run"
+  else
+    echo "setup: espeak-ng missing (install it with your package manager for portraittalk synth)"
+  fi
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
