@@ -39,7 +39,7 @@ class Backbone:
                 module.to(device=device, dtype=dtype)
         return self
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: training uses the embeddings in autograd graphs
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Prompts -> CLIP last hidden states (N, 77, D). Over-long prompts are cut, as SD1.5 does."""
         ids = self.tokenizer(prompts, padding="max_length", max_length=self.text_encoder.config.max_position_embeddings,

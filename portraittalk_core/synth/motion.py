@@ -1,0 +1,143 @@
+"""How the face moves, per video frame: mouth from the audio, blinks and head motion from a seed.
+
+Frame ``i`` covers the audio ``[i / fps, (i + 1) / fps)``, as everywhere in the project
+(``audio.py``), so the mouth of frame ``i`` is driven by exactly the sound played during it.
+
+The mouth formula (``mouth_curves``), per frame i with hop = sample_rate / fps samples:
+
+    rms[i]      = sqrt(mean(x[i*hop:(i+1)*hop] ** 2))
+    ref         = 95th percentile of rms (the clip's loud speech; robust to a single peak)
+    level[i]    = log1p(K * rms[i] / ref) / log1p(K)                      K = 20
+    open[i]     = clip((level[i] - g) / (1 - g), 0, 1)   g = level at rms = ref / 20 (a noise gate)
+    aperture    = open smoothed by a 3-tap [1, 2, 1] / 4 filter
+
+    z[i]        = (log centroid[i] - median over speech frames) / (std over speech frames)
+    width[i]    = clip(0.5 - 0.2 * aperture[i] + 0.3 * s[i] * tanh(z[i]), 0, 1)
+                  s[i] = min(1, aperture[i] / 0.2) (the centroid only matters while speaking)
+
+The log makes quiet consonants visible without letting loud vowels saturate; the percentile makes
+the curve independent of the voice's loudness. A bright spectrum (ee, s) spreads the lips, a dark
+one (oo, o) rounds them; opening wide pulls the corners in a little. Silence gives aperture 0 and
+width 0.5 (a relaxed, closed mouth).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from portraittalk_core.audio import Waveform
+
+_LOG_GAIN = 20.0  # K above: how strongly quiet sounds are lifted
+_GATE = 1.0 / 20.0  # rms below this fraction of the clip's loud speech counts as silence
+_REF_PERCENTILE = 95.0
+_SPEECH_APERTURE = 0.2  # aperture above which a frame counts as speech for the width term
+
+
+def frame_rms(wave: Waveform, fps: float, n_frames: int) -> np.ndarray:
+    """(n_frames,) RMS of the samples each frame covers (zero past the end of the audio)."""
+    return np.sqrt(np.mean(_frame_slices(wave, fps, n_frames) ** 2, axis=1))
+
+
+def mouth_curves(wave: Waveform, fps: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(aperture, width), each (n_frames,) float32 in [0, 1]; see the module docstring."""
+    frames = _frame_slices(wave, fps, n_frames)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    ref = float(np.percentile(rms, _REF_PERCENTILE))
+    if ref <= 1e-6:  # a silent clip: the mouth stays shut
+        return np.zeros(n_frames, np.float32), np.full(n_frames, 0.5, np.float32)
+
+    level = np.log1p(_LOG_GAIN * rms / ref) / math.log1p(_LOG_GAIN)
+    gate = math.log1p(_LOG_GAIN * _GATE) / math.log1p(_LOG_GAIN)
+    aperture = _smooth3(np.clip((level - gate) / (1.0 - gate), 0.0, 1.0))
+
+    z = _centroid_score(frames, wave.sample_rate, aperture > _SPEECH_APERTURE)
+    speaking = np.minimum(1.0, aperture / _SPEECH_APERTURE)
+    width = np.clip(0.5 - 0.2 * aperture + 0.3 * speaking * np.tanh(z), 0.0, 1.0)
+    return aperture.astype(np.float32), width.astype(np.float32)
+
+
+def _frame_slices(wave: Waveform, fps: float, n_frames: int) -> np.ndarray:
+    """(n_frames, hop) samples per frame; a fractional hop is rounded per frame boundary."""
+    samples = np.asarray(wave.samples, dtype=np.float64)
+    bounds = np.round(np.arange(n_frames + 1) * wave.sample_rate / fps).astype(np.int64)
+    hop = int(np.max(np.diff(bounds)))
+    padded = np.pad(samples, (0, max(0, bounds[-1] + hop - len(samples))))
+    return np.stack([padded[start:start + hop] for start in bounds[:-1]])
+
+
+def _smooth3(x: np.ndarray) -> np.ndarray:
+    """[1, 2, 1] / 4 smoothing with the ends held: takes the edge off frame-to-frame jitter
+    without moving the onsets by more than half a frame."""
+    padded = np.pad(x, 1, mode="edge")
+    return 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+
+
+def _centroid_score(frames: np.ndarray, sample_rate: int, speech: np.ndarray) -> np.ndarray:
+    """Per frame: how bright the spectrum is, as a z-score of the log spectral centroid over the
+    clip's speech frames (so each voice is measured against itself). 0 where undefined."""
+    spectrum = np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1))
+    freqs = np.fft.rfftfreq(frames.shape[1], 1.0 / sample_rate)
+    energy = spectrum.sum(axis=1)
+    centroid = (spectrum @ freqs) / np.maximum(energy, 1e-12)
+    log_c = np.log(np.maximum(centroid, 1.0))
+    if speech.sum() < 2:
+        return np.zeros(len(frames))
+    centre, spread = np.median(log_c[speech]), np.std(log_c[speech]) + 1e-6
+    return np.where(energy > 1e-9, (log_c - centre) / spread, 0.0)
+
+
+# ---- blinks and head motion --------------------------------------------------------------------
+
+BLINK_SECONDS = 0.15
+
+
+def blinks(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames,) eye openness: 1 open, 0 shut, with a blink every 2-5 s lasting ~0.15 s.
+
+    Each blink is a raised-cosine dip centred on a frame, so the middle frame is fully shut
+    whatever the frame rate (at 25 fps a blink is shut for 1 frame, half-shut on either side).
+    """
+    openness = np.ones(n_frames, dtype=np.float32)
+    t = float(rng.uniform(0.4, 3.0))  # the first blink comes at a random moment
+    while t * fps < n_frames:
+        centre = int(t * fps)
+        duration = float(rng.uniform(0.8, 1.2)) * BLINK_SECONDS
+        half = max(duration * fps / 2.0, 1.0)  # in frames
+        for k in range(int(-half), int(half) + 1):
+            if 0 <= centre + k < n_frames and abs(k) < half:
+                dip = 0.5 + 0.5 * math.cos(math.pi * k / half)
+                openness[centre + k] = min(openness[centre + k], 1.0 - dip)
+        t += float(rng.uniform(2.0, 5.0))
+    return openness
+
+
+HEAD_SHIFT = 0.02  # typical |dx|, |dy| as a fraction of the frame
+HEAD_TILT = 3.0  # typical |tilt| in degrees
+HEAD_SMOOTH_SECONDS = 0.6  # the time scale of the wandering
+
+
+def head_motion(rng: np.random.Generator, n_frames: int, fps: float,
+                activity: np.ndarray | None = None) -> np.ndarray:
+    """(n_frames, 3) head pose per frame: (dx, dy) in fractions of the frame, tilt in degrees.
+
+    Gaussian-smoothed white noise, scaled so that its standard deviation is half the typical
+    amplitude whatever the clip's length (the filter's gain is divided out, not the sample's
+    std, which would blow short clips up). With ``activity`` (e.g. the mouth aperture) the head
+    moves up to 50% more while speaking, and nods down slightly on loud syllables.
+    """
+    sigma = HEAD_SMOOTH_SECONDS * fps
+    radius = int(3 * sigma) + 1
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= np.sqrt(np.sum(kernel**2))  # unit-variance output for unit-variance input
+    noise = rng.standard_normal((n_frames + 2 * radius, 3))
+    smooth = np.stack([np.convolve(noise[:, j], kernel, mode="valid") for j in range(3)], axis=1)
+    pose = smooth * (0.5 * np.array([HEAD_SHIFT, HEAD_SHIFT, HEAD_TILT]))
+    if activity is not None:
+        energy = np.convolve(np.pad(np.asarray(activity, np.float64), 2, mode="edge"),
+                             np.ones(5) / 5, mode="valid")
+        pose *= (1.0 + 0.5 * energy)[:, None]
+        pose[:, 1] += 0.004 * energy  # a small nod with the stressed syllables
+    limits = 1.5 * np.array([HEAD_SHIFT, HEAD_SHIFT, HEAD_TILT])
+    return np.clip(pose, -limits, limits).astype(np.float32)

@@ -1,0 +1,93 @@
+"""Training samples from prepared shards (see prepare.py).
+
+Stage 1 takes single frames with a reference frame of the same clip; stage 2 takes clips of consecutive
+frames with their audio windows and the clip's structure maps. Which frames a sample takes is drawn from
+``(seed, epoch, index)``, so a run is reproducible and a resumed run sees the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import face as face_io
+from ..audio import frame_windows
+from ..errors import InputError
+
+
+@dataclass
+class Shard:
+    path: Path
+    meta: dict
+    arrays: dict[str, np.ndarray]
+
+    @classmethod
+    def load(cls, path: Path) -> "Shard":
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+            meta = json.loads(str(data["meta"]))
+        return cls(path, meta, arrays)
+
+
+def _pixels(frames: np.ndarray) -> torch.Tensor:
+    """(..., S, S, 3) uint8 -> (..., 3, S, S) float in [-1, 1]."""
+    return torch.from_numpy(frames).movedim(-1, -3).float() / 127.5 - 1
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    def __init__(self, folder, frames: int = 1, audio_window: int = 2, seed: int = 0):
+        self.paths = sorted(Path(folder).glob("*.npz"))
+        if not self.paths:
+            raise InputError(f"no prepared shards (*.npz) in '{folder}'",
+                             "run `portraittalk prepare VIDEOS --out FOLDER` (or `portraittalk synth` first)")
+        self.frames, self.audio_window, self.seed, self.epoch = frames, audio_window, seed, 0
+        shards = [Shard.load(p) for p in self.paths]  # small models: the cache fits in memory
+        self.shards = [s for s in shards if int(s.meta["n_frames"]) >= frames]
+        if not self.shards:
+            raise InputError(f"no shard in '{folder}' has the {frames} frames a sample needs",
+                             "use longer clips or fewer --frames")
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def use_epoch(self, epoch: int) -> None:
+        # Not named set_epoch: accelerate calls set_epoch with its own count of iterations, which a
+        # resumed run would restart from 0.
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        shard = self.shards[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        n = int(shard.meta["n_frames"])
+        length = min(self.frames, n)
+        start = int(rng.integers(0, n - length + 1))
+        reference = int(rng.integers(0, n))
+        frames = shard.arrays["frames"]
+        landmarks = shard.arrays["landmarks"]
+        regions = {k: np.asarray(v) for k, v in shard.meta["regions"].items()}
+        size = frames.shape[1]
+        landmark_map = face_io.rasterize_landmarks(landmarks[start], regions, size,
+                                                   include=("outline", "brows", "eyes", "nose"))
+        structure = np.concatenate([shard.arrays["head_masks"][None].astype(np.float32), landmark_map])
+        features = torch.from_numpy(shard.arrays["audio_features"].astype(np.float32))
+        windows = frame_windows(features, shard.meta["feature_rate"], shard.meta["fps"], n, self.audio_window)
+        sample = {
+            "frames": _pixels(frames[start:start + length]),           # (F, 3, S, S)
+            "reference": _pixels(frames[reference]),                    # (3, S, S)
+            "structure": torch.from_numpy(structure),                   # (4, S, S)
+            "audio": windows[start:start + length].clone(),             # (F, W, L, C)
+            "caption": shard.meta.get("caption", ""),
+        }
+        if "embedding" in shard.arrays:
+            sample["embedding"] = torch.from_numpy(shard.arrays["embedding"])
+        return sample
+
+
+def collate(samples: list[dict]) -> dict:
+    out = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if isinstance(samples[0][k], torch.Tensor)}
+    out["caption"] = [s["caption"] for s in samples]
+    return out

@@ -1,0 +1,269 @@
+"""``portraittalk train --stage 1|2``: one script for one CPU, one GPU or many (accelerate launch / torchrun).
+
+- Stage 1 trains IdentityNet, the identity projection and (for models without ArcFace) the builtin face
+  encoder with the mask reconstruction loss (losses.py): single frames, corrupted by random masks, a
+  reference frame of the same clip for the identity, the caption as the prompt.
+- Stage 2 trains AnimateNet's added modules (identity and audio attention, structure encoder, temporal
+  modules) and the audio projection; the base UNet, the VAE, the text encoder and IdentityNet stay frozen.
+  Clips of consecutive frames; the ordinary noise-prediction loss. The prompt, the identity and the audio
+  are each dropped at random (``drop_*``) so that every unconditional guidance branch is learnt; the first
+  motion frames of some clips are given clean (and left out of the loss) so clips learn to continue.
+
+Mixed precision, gradient checkpointing and multi-device come from accelerate; EMA from diffusers; a
+checkpoint (accelerate state + EMA + step) every ``checkpoint_every`` steps, resumed from the newest one;
+the loss of every step goes to ``log.jsonl``. The result is the PortraitTalk safetensors (EMA weights)
+that ``generate`` and the ComfyUI nodes load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel
+
+from ..backbone import Backbone, random_backbone
+from ..config import PortraitTalkConfig, preset
+from ..errors import InputError
+from ..models import AttentionContext, PortraitTalkModel
+from ..weights import load_model, save_model
+from .data import ShardDataset, collate
+from .losses import mask_reconstruction_loss, noised
+from .masks import latent_mask, random_masks
+
+
+@dataclass
+class TrainSettings:
+    stage: int
+    data: str
+    out: str
+    config: str = "tiny"
+    init: str | None = None             # weights to start from (stage 2: stage 1's output)
+    steps: int = 1000
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    frames: int = 8                     # stage 2 clip length
+    motion_frames: int = 2
+    seed: int = 0
+    mixed_precision: str = "no"         # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    log_every: int = 10
+    drop_text: float = 0.1
+    drop_identity: float = 0.1
+    drop_audio: float = 0.1
+    masked_weight: float = 2.0
+    extra: dict = field(default_factory=dict)
+
+
+def trainable_parameters(model: PortraitTalkModel, stage: int) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze what the stage trains."""
+    model.requires_grad_(False)
+    if stage == 1:
+        parts = [model.identity_net, model.identity_projection] + ([model.face_encoder] if model.face_encoder else [])
+        for part in parts:
+            part.requires_grad_(True)
+    elif stage == 2:
+        model.animate_net.freeze_base()   # added modules only
+        model.audio_projection.requires_grad_(True)
+    else:
+        raise InputError(f"unknown stage {stage}", "use --stage 1 or --stage 2")
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings, backbone: Backbone | None = None):
+        self.s = settings
+        self.out = Path(settings.out)
+        self.accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+        set_seed(settings.seed)
+        config: PortraitTalkConfig = preset(settings.config)
+        self.backbone = backbone or random_backbone(config, settings.seed)
+        for module in (self.backbone.vae, self.backbone.text_encoder, self.backbone.unet):
+            module.requires_grad_(False)
+        self.model = (load_model(settings.init, self.backbone.unet) if settings.init
+                      else PortraitTalkModel(config, self.backbone.unet))
+        self.config = self.model.config
+        params = trainable_parameters(self.model, settings.stage)
+        if settings.gradient_checkpointing:
+            for unet in (self.model.identity_net.unet, self.model.animate_net.unet):
+                unet.enable_gradient_checkpointing()
+        self.noise = DDPMScheduler.from_config(self.backbone.schedule)
+        self.dataset = ShardDataset(settings.data, frames=1 if settings.stage == 1 else settings.frames,
+                                    audio_window=self.config.audio_window, seed=settings.seed)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=settings.batch_size, shuffle=False,
+                                             collate_fn=collate, drop_last=False)
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
+        self.model, self.optimizer, self.loader = self.accelerator.prepare(self.model, optimizer, loader)
+        self.ema = EMAModel(params, decay=settings.ema_decay)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.step = 0
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def net(self) -> PortraitTalkModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        vae = self.backbone.vae
+        return vae.encode(pixels.to(vae.device)).latent_dist.mean * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def text(self, captions: list[str], drop: float) -> torch.Tensor:
+        keep = torch.rand(len(captions), generator=self.generator) >= drop
+        return self.backbone.encode_text([c if k else "" for c, k in zip(captions, keep)])
+
+    def identity_tokens(self, batch: dict) -> torch.Tensor:
+        net = self.net
+        if net.face_encoder is not None:
+            embeddings = net.face_encoder(batch["reference"])
+        else:
+            embeddings = batch["embedding"]
+        return net.identity_projection(embeddings[:, None])
+
+    def _timesteps(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (n,), generator=self.generator)
+        return t, self.noise.alphas_cumprod[t]
+
+    # -- the two stages --------------------------------------------------------------------------
+    def stage1_loss(self, batch: dict) -> torch.Tensor:
+        frames = batch["frames"][:, 0]                                   # (B, 3, S, S)
+        size = frames.shape[-1]
+        masks = random_masks(self.generator, frames.shape[0], size)
+        clean, corrupted = self.encode(frames), self.encode(frames * (1 - masks))
+        noise = torch.randn(clean.shape, generator=self.generator)
+        t, a_t = self._timesteps(clean.shape[0])
+        text = self.text(batch["caption"], self.s.drop_text)
+        tokens = self.identity_tokens(batch)
+        prediction, _ = self.net.identity_net(noised(corrupted, noise, a_t)[:, None], text, tokens,
+                                              torch.ones(clean.shape[0]), timestep=t)
+        return mask_reconstruction_loss(prediction[:, 0], noise, corrupted, clean, a_t,
+                                        latent_mask(masks, clean.shape[-1]), self.s.masked_weight)
+
+    def stage2_loss(self, batch: dict) -> torch.Tensor:
+        net = self.net
+        videos, frames = batch["frames"].shape[:2]
+        latents = self.encode(batch["frames"].flatten(0, 1)).unflatten(0, (videos, frames)).transpose(1, 2)
+        noise = torch.randn(latents.shape, generator=self.generator)
+        t, a_t = self._timesteps(videos)
+        noisy = noised(latents, noise, a_t)
+        # Motion frames: half of the clips start with clean frames, as later clips do at inference.
+        context = torch.zeros(videos, dtype=torch.long)
+        continues = torch.rand(videos, generator=self.generator) < 0.5
+        context[continues] = self.s.motion_frames
+        for v in range(videos):
+            noisy[v, :, :context[v]] = latents[v, :, :context[v]]
+        keep_id = (torch.rand(videos, generator=self.generator) >= self.s.drop_identity).float()
+        keep_audio = (torch.rand(videos, generator=self.generator) >= self.s.drop_audio).float()
+        text = self.text(batch["caption"], self.s.drop_text)
+        with torch.no_grad():
+            refs = self.encode(batch["reference"])[:, None]
+            tokens = self.identity_tokens(batch)
+            _, bank = net.identity_net(refs, text, tokens, torch.ones(videos))
+        audio = net.audio_projection(batch["audio"].flatten(0, 1))
+        ctx = AttentionContext(identity_tokens=tokens, identity_scale=keep_id, audio_tokens=audio,
+                               audio_scale=keep_audio, bank=bank, bank_scale=keep_id)
+        prediction = net.animate_net(noisy, t, text, ctx, batch["structure"])
+        weight = torch.ones(videos, 1, frames, 1, 1)
+        for v in range(videos):
+            weight[v, :, :context[v]] = 0.0
+        return ((prediction.float() - noise) ** 2 * weight).sum() / (weight.sum() * noise[0, :, 0].numel())
+
+    # -- loop, checkpoints -----------------------------------------------------------------------
+    def train(self) -> Path:
+        self.resume()
+        log = (self.out / "log.jsonl").open("a")
+        loss_fn = self.stage1_loss if self.s.stage == 1 else self.stage2_loss
+        per_epoch = max(1, len(self.loader))
+        epoch, skip = divmod(self.step, per_epoch)   # a resumed run continues mid-epoch where it stopped
+        while self.step < self.s.steps:
+            self.dataset.use_epoch(epoch)
+            for index, batch in enumerate(self.loader):
+                if index < skip:
+                    continue
+                if self.step >= self.s.steps:
+                    break
+                self.model.train()
+                loss = loss_fn(batch)
+                self.accelerator.backward(loss)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+                self.ema.step([p for p in self.net.parameters() if p.requires_grad])
+                self.step += 1
+                if self.accelerator.is_main_process and (self.step % self.s.log_every == 0 or self.step == 1):
+                    log.write(json.dumps({"step": self.step, "loss": loss.item()}) + "\n")
+                    log.flush()
+                if self.step % self.s.checkpoint_every == 0:
+                    self.checkpoint()
+            epoch, skip = epoch + 1, 0
+        log.close()
+        return self.save()
+
+    # Checkpoints are safetensors plus JSON, like every file this project reads: nothing is unpickled.
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        tensors = {f"model.{i}": p.detach() for i, p in enumerate(params)}
+        tensors.update({f"ema.{i}": p for i, p in enumerate(self.ema.shadow_params)})
+        for i, p in enumerate(params):
+            for key, value in self.optimizer.state.get(p, {}).items():
+                tensors[f"optimizer.{i}.{key}"] = torch.as_tensor(value)
+        tensors["rng.generator"] = self.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+
+    def checkpoint(self) -> Path:
+        from safetensors.torch import save_file
+
+        folder = self.out / f"checkpoint-{self.step:07d}"
+        if self.accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file(self._state_tensors(), str(folder / "state.safetensors"))
+            (folder / "trainer.json").write_text(json.dumps({
+                "step": self.step, "settings": asdict(self.s), "ema_step": self.ema.optimization_step,
+                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups],
+            }, indent=1))
+        self.accelerator.wait_for_everyone()
+        return folder
+
+    def resume(self) -> None:
+        from safetensors.torch import load_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoints = sorted(self.out.glob("checkpoint-*/state.safetensors"))
+        if not checkpoints:
+            return
+        folder = checkpoints[-1].parent
+        tensors = load_file(str(folder / "state.safetensors"))
+        state = json.loads((folder / "trainer.json").read_text())
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"model.{i}"])
+                self.ema.shadow_params[i].copy_(tensors[f"ema.{i}"])
+                per_param = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optimizer.{i}.")}
+                if per_param:
+                    self.optimizer.state[p] = per_param
+        for group, saved in zip(self.optimizer.param_groups, state["param_groups"]):
+            group.update(saved)
+        self.ema.optimization_step = state["ema_step"]
+        self.generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = state["step"]
+
+    def save(self) -> Path:
+        net = self.net
+        params = [p for p in net.parameters() if p.requires_grad]
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        path = save_model(net, self.out / f"portraittalk_stage{self.s.stage}.safetensors",
+                          metadata={"stage": str(self.s.stage), "steps": str(self.step)})
+        self.ema.restore(params)
+        return path
