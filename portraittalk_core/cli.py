@@ -84,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                "smoke workflow (workflows/portraittalk_tiny_smoke.json)")
     smoke.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder (or --base-directory)")
 
+    prep = sub.add_parser("prepare", help="talking-head videos -> training shards (one per video)")
+    prep.add_argument("videos", type=Path, help="folder of videos (HDTF or MEAD layout, or any mp4 with speech)")
+    prep.add_argument("--out", type=Path, required=True, help="folder for the shards")
+    prep.add_argument("--size", type=int, default=64, help="training resolution of the aligned crops")
+    prep.add_argument("--n-mels", type=int, default=80, help="log-mel bands of the stored audio features")
+    prep.add_argument("--workers", type=int, default=1, help="parallel processes")
+
+    train = sub.add_parser("train", help="train stage 1 (IdentityNet) or stage 2 (AnimateNet modules)")
+    train.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    train.add_argument("--config", default="tiny",
+                       help="model config preset (tiny, sd15) or a .json file of training settings")
+    train.add_argument("--data", type=Path, help="prepared shards")
+    train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
+    train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
+    for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
+                       ("--seed", int), ("--checkpoint-every", int), ("--ema-decay", float)):
+        train.add_argument(flag, type=kind)
+    train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff")
     bench.add_argument("--config", default="tiny", choices=("tiny", "sd15"))
     bench.add_argument("--resolution", type=int, default=None)
@@ -146,6 +166,41 @@ def main_demo(args) -> int:
     return main_generate(args)
 
 
+def main_prepare(args) -> int:
+    from .training.prepare import prepare_folder
+
+    result = prepare_folder(args.videos, args.out, args.size, args.n_mels, workers=args.workers)
+    print(f"prepared {len(result.prepared)}, already there {len(result.existing)}, skipped {len(result.skipped)}")
+    for video, reason in result.skipped.items():
+        print(f"  skipped {video}: {reason}")
+    return 0
+
+
+def main_train(args) -> int:
+    import json
+
+    from .errors import InputError
+    from .training.trainer import Trainer, TrainSettings
+
+    values = {}
+    if str(args.config).endswith(".json"):
+        values = json.loads(Path(args.config).read_text())
+    else:
+        values["config"] = args.config
+    for name in ("data", "out", "init", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
+                 "ema_decay", "mixed_precision", "gradient_checkpointing"):
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = str(value) if isinstance(value, Path) else value
+    values["stage"] = args.stage
+    missing = [name for name in ("data", "out") if name not in values]
+    if missing:
+        raise InputError(f"missing {', '.join('--' + m for m in missing)}", "say where the shards are and where to write")
+    path = Trainer(TrainSettings(**values)).train()
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
@@ -158,6 +213,10 @@ def main(argv=None) -> int:
             return main_generate(args)
         if args.command == "demo":
             return main_demo(args)
+        if args.command == "prepare":
+            return main_prepare(args)
+        if args.command == "train":
+            return main_train(args)
         if args.command == "comfy-smoke":
             from .smoke import write_smoke_files
             for path in write_smoke_files(args.comfyui):
