@@ -87,14 +87,33 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
 
 
 def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
-    """Build the PortraitTalkModel described in the file and load its weights, checked by name and shape."""
+    """Build the PortraitTalkModel described in the file and load its weights, checked by name and shape.
+
+    With ``base_unet`` (the diffusers host) AnimateNet runs on that base. Without one (the ComfyUI host,
+    which patches the user's own UNet) the network is built on the meta device, the file's tensors are
+    assigned in place, and AnimateNet's base is left empty: no memory or time goes to a UNet nobody runs.
+    """
     from .models import PortraitTalkModel
 
     path = Path(path)
     config = read_config(path)
-    model = PortraitTalkModel(config, base_unet, identity_from_base=False)
-    expected = model.trainable_state_dict()
     found = read_state_dict(path)
-    check_state_dict(expected, found, f"'{path}'")
-    model.load_state_dict(found, strict=False)
-    return model.to(device=device, dtype=dtype).eval()
+    if base_unet is not None:
+        model = PortraitTalkModel(config, base_unet, identity_from_base=False)
+        check_state_dict(model.trainable_state_dict(), found, f"'{path}'")
+        model.load_state_dict(found, strict=False)
+        return model.to(device=device, dtype=dtype).eval()
+    with torch.device("meta"):
+        model = PortraitTalkModel(config, None, identity_from_base=False)
+    check_state_dict(model.trainable_state_dict(), found, f"'{path}'")
+    found = {k: v.to(dtype) if v.is_floating_point() else v for k, v in found.items()}
+    model.load_state_dict(found, strict=False, assign=True)
+    for module in model.modules():  # only AnimateNet's base is left on meta: check_state_dict saw the rest
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.is_meta:
+                module._parameters[name] = torch.nn.Parameter(torch.empty(0, dtype=dtype), requires_grad=False)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.is_meta:
+                module._buffers[name] = torch.empty(0, dtype=dtype)
+    model.animate_net.base_is_empty = True
+    return model.to(device=device).eval()

@@ -82,3 +82,14 @@ def test_mismatch_reports_first_names_and_shapes(saved, tmp_path):
     text = str(err.value)
     assert name in text and "(3, 3)" in text
     assert "audio_projection.layer_weights" in text and "stray.weight" in text and "Fix:" in text
+
+
+def test_loading_without_a_base_leaves_the_base_empty(saved):
+    """The ComfyUI host patches the user's own UNet: AnimateNet's base is neither built nor kept."""
+    model, _, path = saved
+    loaded = load_model(path)
+    a, b = model.trainable_state_dict(), loaded.trainable_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    empty = [n for n, t in [*loaded.named_parameters(), *loaded.named_buffers()] if t.numel() == 0]
+    assert empty and all(PortraitTalkModel.is_base_parameter(n) for n in empty)
+    assert all(t.numel() > 0 for n, t in loaded.state_dict().items() if not PortraitTalkModel.is_base_parameter(n))
