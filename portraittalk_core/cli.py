@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "smoke workflow (workflows/portraittalk_tiny_smoke.json)")
     smoke.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder (or --base-directory)")
 
+    from .synth.dataset import add_synth_arguments
+
+    add_synth_arguments(sub.add_parser("synth", help="generate a procedural talking-face dataset "
+                                                     "(identities, captions, espeak-ng speech, exact landmarks)"))
     prep = sub.add_parser("prepare", help="talking-head videos -> training shards (one per video)")
     prep.add_argument("videos", type=Path, help="folder of videos (HDTF or MEAD layout, or any mp4 with speech)")
     prep.add_argument("--out", type=Path, required=True, help="folder for the shards")
@@ -213,6 +217,9 @@ def main(argv=None) -> int:
             return main_generate(args)
         if args.command == "demo":
             return main_demo(args)
+        if args.command == "synth":
+            from .synth.dataset import run_synth
+            return run_synth(args)
         if args.command == "prepare":
             return main_prepare(args)
         if args.command == "train":

@@ -150,7 +150,16 @@ _LAYOUT_468: dict[str, tuple[tuple[int, ...], ...]] = {
     ),
 }
 
-_LAYOUTS = {106: _LAYOUT_106, 468: _LAYOUT_468}
+# The 68-point iBUG layout (dlib, FAN, and the procedural dataset's exact landmarks).
+_LAYOUT_68: dict[str, tuple[tuple[int, ...], ...]] = {
+    "outline": (tuple(range(0, 17)),),
+    "brows": (tuple(range(17, 22)), tuple(range(22, 27))),
+    "eyes": ((36, 37, 38, 39, 40, 41, 36), (42, 43, 44, 45, 46, 47, 42)),
+    "nose": (tuple(range(27, 31)), tuple(range(31, 36))),
+    "mouth": ((*range(48, 60), 48), (*range(60, 68), 60)),
+}
+
+_LAYOUTS = {68: _LAYOUT_68, 106: _LAYOUT_106, 468: _LAYOUT_468}
 
 # Mesh points for the 5 keypoints: the eye contours are averaged into eye centres; the nose
 # tip and mouth corners are single mesh points. "Left" is image-left (the subject's right).
@@ -164,12 +173,12 @@ _MAP_CHANNEL = {"outline": 0, "brows": 0, "eyes": 1, "nose": 1, "mouth": 2}
 
 
 def layout_regions(num_landmarks: int) -> dict[str, np.ndarray]:
-    """Region index sets for a known landmark layout (106 insightface, 468 mediapipe)."""
+    """Region index sets for a known landmark layout (68 iBUG, 106 insightface, 468 mediapipe)."""
     layout = _LAYOUTS.get(num_landmarks)
     if layout is None:
         raise InputError(
             f"No landmark layout is known for {num_landmarks} points",
-            "use the 106-point insightface or 468-point mediapipe landmarks",
+            "use the 68-point iBUG, 106-point insightface or 468-point mediapipe landmarks",
         )
     return {
         name: np.array(sorted({i for line in layout[name] for i in line}), dtype=np.int64)

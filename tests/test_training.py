@@ -87,3 +87,26 @@ def test_resume_gives_identical_state(shards, tmp_path, stage):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ema_a, ema_b = straight.ema.shadow_params, second.ema.shadow_params
     assert all(torch.equal(x, y) for x, y in zip(ema_a, ema_b))
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
+def test_prepare_a_generated_video_and_train_on_it(tmp_path):
+    """synth -> prepare -> one step of each stage: the data path end to end."""
+    from portraittalk_core.synth.dataset import synth_dataset
+    from portraittalk_core.training.data import ShardDataset
+    from portraittalk_core.training.prepare import prepare_folder
+
+    synth_dataset(tmp_path / "synth", 3, 1, size=96, fps=25.0, seed=0)
+    split = next(p for p in sorted((tmp_path / "synth").iterdir()) if p.is_dir() and list(p.glob("*.mp4")))
+    result = prepare_folder(split, tmp_path / "shards", size=SIZE)
+    assert result.prepared and not result.skipped
+    shard = np.load(next((tmp_path / "shards").glob("*.npz")))
+    meta = json.loads(str(shard["meta"]))
+    assert meta["landmarks"] == "exact" and shard["frames"].shape[1:] == (SIZE, SIZE, 3)
+    assert shard["landmarks"].shape == (meta["n_frames"], 68, 2) and meta["caption"]
+    sample = ShardDataset(tmp_path / "shards", frames=4)[0]
+    assert sample["frames"].shape == (4, 3, SIZE, SIZE) and sample["audio"].shape[:2] == (4, 5)
+    for stage in (1, 2):
+        Trainer(settings(tmp_path / "shards", tmp_path / f"run{stage}", stage, steps=1, frames=4)).train()
+    again = prepare_folder(split, tmp_path / "shards", size=SIZE)          # resumable: nothing to redo
+    assert not again.prepared and again.existing

@@ -216,8 +216,7 @@ def caption(identity: Identity) -> str:
     palette name, verbatim."""
     i = identity
     subject = "a bald person" if i.hair_style == "bald" else "a person"
-    article = "an" if i.face_shape[0] in "aeiou" else "a"
-    features = [f"{article} {i.face_shape} face", f"{i.skin_tone} skin"]
+    features = [f"{_a(i.face_shape)} {i.face_shape} face", f"{i.skin_tone} skin"]
     if i.hair_style != "bald":
         features.append(_HAIR_PHRASES[i.hair_style].format(i.hair_colour))
     features += [f"{i.eye_colour} eyes", f"{i.brow_thickness} eyebrows", f"{i.lip_colour} lips"]
@@ -225,16 +224,20 @@ def caption(identity: Identity) -> str:
         features.append(_BEARD_PHRASES[i.beard])
     if i.glasses != "none":
         features.append(f"{i.glasses} glasses with {i.glasses_colour} frames")
-    return (f"{subject} with {', '.join(features)}, wearing a {i.shirt_colour} shirt, "
+    return (f"{subject} with {', '.join(features)}, wearing {_a(i.shirt_colour)} {i.shirt_colour} shirt, "
             f"in front of {_background_phrase(i)}")
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _background_phrase(i: Identity) -> str:
     if i.background == "gradient":
-        return f"a {i.background_colour} to {i.background_colour2} gradient background"
+        return f"{_a(i.background_colour)} {i.background_colour} to {i.background_colour2} gradient background"
     if i.background == "stripes":
-        return f"a {i.background_colour} and {i.background_colour2} striped background"
-    return f"a {i.background_colour} background"
+        return f"{_a(i.background_colour)} {i.background_colour} and {i.background_colour2} striped background"
+    return f"{_a(i.background_colour)} {i.background_colour} background"
 
 
 def identity_attributes(identity: Identity) -> dict:

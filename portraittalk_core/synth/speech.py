@@ -21,8 +21,8 @@ ESPEAK = "espeak-ng"
 
 # Short sentences (5-12 words) covering open vowels (a, o), spread vowels (ee), rounded vowels
 # (oo), lip closures (p, b, m), fricatives (f, v, s, sh) and pauses (commas), in varied orders.
-# dataset.py holds the last ones out for validation and testing, so keep the order stable and
-# only ever append.
+# dataset.py holds the last ones out for validation and testing by position: changing this list
+# changes every dataset's splits.
 SENTENCES: tuple[str, ...] = (
     "The cat sat on a warm mat, purring softly.",
     "Please bring me a cup of hot coffee.",
