@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from portraittalk_core.comfy_patches import Branch
 
-from .sampler import prepare_patched_model
+from .sampler import prepare_patched_model, strength_inputs
 from .types import AudioFeatures, IdentityRefs, PortraitTalk
 
 
@@ -33,14 +33,7 @@ class ApplyPortraitTalk(io.ComfyNode):
                 AudioFeatures.Input("audio_features", tooltip="From PortraitTalk Audio Encode."),
                 io.Int.Input("start_frame", default=0, min=0, max=1_000_000, tooltip="First frame of the clip."),
                 io.Int.Input("frames", default=16, min=1, max=32, tooltip="Frames in the clip (AnimateDiff: <= 32)."),
-                io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the identity attention paths."),
-                io.Float.Input("audio_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the audio attention path."),
-                io.Float.Input("motion_scale", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the temporal modules."),
-                io.Float.Input("structure_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the head placement and landmark guidance."),
+                *strength_inputs(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The patched MODEL."),

@@ -19,6 +19,20 @@ from .host import check_model_family, patch_model, structure_residual
 from .types import AudioFeatures, IdentityRefs, PortraitTalk
 
 
+def strength_inputs() -> list:
+    """The weights of PortraitTalk's added modules, shared by the Sampler and Apply PortraitTalk."""
+    return [
+        io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                       tooltip="Weight of the identity attention paths (1 = as trained)."),
+        io.Float.Input("audio_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                       tooltip="Weight of the audio attention path (1 = as trained)."),
+        io.Float.Input("motion_scale", default=1.0, min=0.0, max=2.0, step=0.05,
+                       tooltip="Weight of the temporal modules (0 = frames independent)."),
+        io.Float.Input("structure_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                       tooltip="Weight of the head placement and landmark guidance."),
+    ]
+
+
 class PortraitTalkGuider(comfy.samplers.CFGGuider):
     """Classifier-free guidance over text, identity and audio, all branches in one batched model call:
     eps = e_u + s_id (e_i - e_u) + s_audio (e_ia - e_i) + s_text (e_iat - e_ia)."""
@@ -99,14 +113,7 @@ class PortraitTalkSampler(io.ComfyNode):
                                tooltip="Guidance of the identity (references)."),
                 io.Float.Input("audio_scale", default=3.5, min=0.0, max=30.0, step=0.1,
                                tooltip="Guidance of the audio (lip sync)."),
-                io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the identity attention paths (1 = as trained)."),
-                io.Float.Input("audio_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the audio attention path (1 = as trained)."),
-                io.Float.Input("motion_scale", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the temporal modules (0 = frames independent)."),
-                io.Float.Input("structure_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Weight of the head placement and landmark guidance."),
+                *strength_inputs(),
                 io.Int.Input("clip_frames", default=0, min=0, max=32,
                              tooltip="Frames denoised together; 0 = the model's default."),
                 io.Int.Input("motion_frames", default=-1, min=-1, max=31,
