@@ -36,5 +36,5 @@ else
   pip_install "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 
-pip_install -e ".[mediapipe,dev]"
+pip_install -e ".[mediapipe,train,dev]"
 "$PY" -c "import portraittalk_core.cli" && echo "setup: done; run $VENV/bin/portraittalk --help"

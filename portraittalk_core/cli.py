@@ -184,7 +184,11 @@ def main_train(args) -> int:
     import json
 
     from .errors import InputError
-    from .training.trainer import Trainer, TrainSettings
+    try:
+        from .training.trainer import Trainer, TrainSettings
+    except ImportError as err:
+        raise InputError(f"training needs a package that is not installed ({err.name})",
+                         'pip install "comfyui-portraittalk[train]" (setup.sh installs it)') from err
 
     values = {}
     if str(args.config).endswith(".json"):
