@@ -101,7 +101,13 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=settings.batch_size, shuffle=False,
                                              collate_fn=collate, drop_last=False)
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
-        self.model, self.optimizer, self.loader = self.accelerator.prepare(self.model, optimizer, loader)
+        # The model is not wrapped for DDP: the stages call its parts directly, so gradients are averaged
+        # across processes by hand after backward (see train). Random draws come from one CPU generator
+        # and move to the device, so a run is the same on any hardware.
+        self.device = self.accelerator.device
+        self.model = self.model.to(self.device)
+        self.backbone.to(self.device)
+        self.optimizer, self.loader = self.accelerator.prepare(optimizer, loader)
         self.ema = EMAModel(params, decay=settings.ema_decay)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.step = 0
@@ -109,7 +115,7 @@ class Trainer:
     # -- helpers ---------------------------------------------------------------------------------
     @property
     def net(self) -> PortraitTalkModel:
-        return self.accelerator.unwrap_model(self.model)
+        return self.model
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -131,20 +137,26 @@ class Trainer:
 
     def _timesteps(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.randint(0, self.noise.config.num_train_timesteps, (n,), generator=self.generator)
-        return t, self.noise.alphas_cumprod[t]
+        return t.to(self.device), self.noise.alphas_cumprod[t].to(self.device)
+
+    def _randn(self, shape) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator).to(self.device)
+
+    def _keep(self, n: int, drop: float) -> torch.Tensor:
+        return (torch.rand(n, generator=self.generator) >= drop).float().to(self.device)
 
     # -- the two stages --------------------------------------------------------------------------
     def stage1_loss(self, batch: dict) -> torch.Tensor:
         frames = batch["frames"][:, 0]                                   # (B, 3, S, S)
         size = frames.shape[-1]
-        masks = random_masks(self.generator, frames.shape[0], size)
+        masks = random_masks(self.generator, frames.shape[0], size).to(self.device)
         clean, corrupted = self.encode(frames), self.encode(frames * (1 - masks))
-        noise = torch.randn(clean.shape, generator=self.generator)
+        noise = self._randn(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         text = self.text(batch["caption"], self.s.drop_text)
         tokens = self.identity_tokens(batch)
         prediction, _ = self.net.identity_net(noised(corrupted, noise, a_t)[:, None], text, tokens,
-                                              torch.ones(clean.shape[0]), timestep=t)
+                                              torch.ones(clean.shape[0], device=self.device), timestep=t)
         return mask_reconstruction_loss(prediction[:, 0], noise, corrupted, clean, a_t,
                                         latent_mask(masks, clean.shape[-1]), self.s.masked_weight)
 
@@ -152,7 +164,7 @@ class Trainer:
         net = self.net
         videos, frames = batch["frames"].shape[:2]
         latents = self.encode(batch["frames"].flatten(0, 1)).unflatten(0, (videos, frames)).transpose(1, 2)
-        noise = torch.randn(latents.shape, generator=self.generator)
+        noise = self._randn(latents.shape)
         t, a_t = self._timesteps(videos)
         noisy = noised(latents, noise, a_t)
         # Motion frames: half of the clips start with clean frames, as later clips do at inference.
@@ -161,18 +173,17 @@ class Trainer:
         context[continues] = self.s.motion_frames
         for v in range(videos):
             noisy[v, :, :context[v]] = latents[v, :, :context[v]]
-        keep_id = (torch.rand(videos, generator=self.generator) >= self.s.drop_identity).float()
-        keep_audio = (torch.rand(videos, generator=self.generator) >= self.s.drop_audio).float()
+        keep_id, keep_audio = self._keep(videos, self.s.drop_identity), self._keep(videos, self.s.drop_audio)
         text = self.text(batch["caption"], self.s.drop_text)
         with torch.no_grad():
             refs = self.encode(batch["reference"])[:, None]
             tokens = self.identity_tokens(batch)
-            _, bank = net.identity_net(refs, text, tokens, torch.ones(videos))
+            _, bank = net.identity_net(refs, text, tokens, torch.ones(videos, device=self.device))
         audio = net.audio_projection(batch["audio"].flatten(0, 1))
         ctx = AttentionContext(identity_tokens=tokens, identity_scale=keep_id, audio_tokens=audio,
                                audio_scale=keep_audio, bank=bank, bank_scale=keep_id)
         prediction = net.animate_net(noisy, t, text, ctx, batch["structure"])
-        weight = torch.ones(videos, 1, frames, 1, 1)
+        weight = torch.ones(videos, 1, frames, 1, 1, device=self.device)
         for v in range(videos):
             weight[v, :, :context[v]] = 0.0
         return ((prediction.float() - noise) ** 2 * weight).sum() / (weight.sum() * noise[0, :, 0].numel())
@@ -192,8 +203,13 @@ class Trainer:
                 if self.step >= self.s.steps:
                     break
                 self.model.train()
-                loss = loss_fn(batch)
+                with self.accelerator.autocast():
+                    loss = loss_fn(batch)
                 self.accelerator.backward(loss)
+                if self.accelerator.num_processes > 1:
+                    for p in self.optimizer.param_groups[0]["params"]:
+                        if p.grad is not None:
+                            p.grad = self.accelerator.reduce(p.grad, reduction="mean")
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 self.ema.step([p for p in self.net.parameters() if p.requires_grad])
