@@ -92,6 +92,45 @@ def random_backbone(config: PortraitTalkConfig, seed: int = 0) -> Backbone:
     )
 
 
+BACKBONE_PARTS = ("vae", "text_encoder", "unet")
+
+
+def backbone_tensors(backbone: Backbone, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The backbone's weights under ``<prefix><part>.``, for a safetensors file of our own."""
+    return {f"{prefix}{part}.{k}": v for part in BACKBONE_PARTS
+            for k, v in getattr(backbone, part).state_dict().items()}
+
+
+def backbone_from_tensors(config: PortraitTalkConfig, tensors: dict[str, torch.Tensor], prefix: str = "",
+                          dtype=torch.float32) -> Backbone:
+    """A backbone of ``config``'s shapes (byte-level tokenizer) with the given weights: our own small backbones
+    (the embedded demo model), trained from scratch by ``portraittalk train --stage vae|base``."""
+    from .weights import check_state_dict
+
+    backbone = random_backbone(config)
+    for part in BACKBONE_PARTS:
+        module = getattr(backbone, part)
+        found = {k[len(prefix) + len(part) + 1:]: v for k, v in tensors.items() if k.startswith(f"{prefix}{part}.")}
+        check_state_dict(module.state_dict(), found, f"the embedded backbone's {part}")
+        module.load_state_dict(found)
+        module.to(dtype)
+    return backbone
+
+
+def save_backbone(backbone: Backbone, config: PortraitTalkConfig, path) -> Path:
+    """A backbone-only safetensors file (format portraittalk-backbone), e.g. the output of stages vae/base."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in backbone_tensors(backbone).items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata={"format": "portraittalk-backbone", "config": config.to_json(),
+                                               "tokenizer": "byte_level"})
+    partial.replace(path)
+    return path
+
+
 def _require(path: Path, what: str, fix: str) -> Path:
     if not path.exists():
         raise WeightsError(f"{what} not found: looked for '{path.name}' in '{path.parent}'", fix)
@@ -103,12 +142,30 @@ def load_backbone(path, tokenizer_folder=None, dtype=torch.float32) -> Backbone:
     path = Path(path).expanduser()
     if path.is_dir():
         return _load_diffusers_folder(path, dtype)
+    own = _own_backbone(path, dtype)
+    if own is not None:
+        return own
     if path.suffix.lower() != ".safetensors":
         if path.exists():
             raise WeightsError(f"'{path}' is not a .safetensors checkpoint; pickled checkpoints (.ckpt, .pt, "
                                ".bin) are never loaded", "convert it to .safetensors or use a diffusers folder")
     _require(path, "SD1.5 checkpoint", "pass --backbone pointing at an SD1.5 .safetensors file or diffusers folder")
     return _load_single_file(path, tokenizer_folder, dtype)
+
+
+def _own_backbone(path: Path, dtype) -> Backbone | None:
+    """A backbone file of ours, or a PortraitTalk weights file with a backbone inside; None otherwise."""
+    if path.suffix.lower() != ".safetensors" or not path.exists():
+        return None
+    from .weights import read_metadata, read_state_dict
+
+    meta = read_metadata(path)
+    if meta.get("format") == "portraittalk-backbone":
+        return backbone_from_tensors(PortraitTalkConfig.from_json(meta["config"]), read_state_dict(path), "", dtype)
+    if meta.get("format") == "portraittalk" and meta.get("backbone"):
+        return backbone_from_tensors(PortraitTalkConfig.from_json(meta["config"]), read_state_dict(path),
+                                     "backbone.", dtype)
+    return None
 
 
 def _load_diffusers_folder(folder: Path, dtype) -> Backbone:

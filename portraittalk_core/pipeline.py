@@ -38,7 +38,7 @@ from .errors import Cancelled, InputError, WeightsError
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
 from .video import VideoWriter
-from .weights import load_model, read_config
+from .weights import load_model, read_config, read_metadata
 
 
 @dataclass
@@ -141,6 +141,8 @@ class PortraitTalkPipeline:
                         wav2vec2_folder=None, device="cpu", dtype=torch.float32) -> "PortraitTalkPipeline":
         """PortraitTalk weights (.safetensors) + an SD1.5 backbone (diffusers folder or single file)."""
         config = read_config(weights)  # checks the file before anything slow is loaded
+        if backbone is None and read_metadata(weights).get("backbone"):
+            backbone = weights  # a small model of ours carries its backbone
         if backbone is None:
             raise WeightsError("no backbone given: PortraitTalk runs on a Stable Diffusion 1.5 checkpoint",
                                "pass --backbone with an SD1.5 diffusers folder or .safetensors checkpoint")

@@ -23,12 +23,21 @@ FORMAT = "portraittalk"
 FORMAT_VERSION = "1"
 
 
-def save_model(model, path, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` (a PortraitTalkModel) to ``path``; written beside and renamed, never half-written."""
+def save_model(model, path, metadata: dict[str, str] | None = None, backbone=None) -> Path:
+    """Write ``model`` (a PortraitTalkModel) to ``path``; written beside and renamed, never half-written.
+    With ``backbone`` (a small backbone of our own, as the demo model's) it goes into the same file under
+    ``backbone.``, so one file is the whole model."""
+    from .backbone import backbone_tensors
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.trainable_state_dict().items()}
+    tensors = dict(model.trainable_state_dict())
+    if backbone is not None:
+        tensors.update(backbone_tensors(backbone, "backbone."))
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json(), **(metadata or {})}
+    if backbone is not None:
+        meta["backbone"] = "byte_level"
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata=meta)
     os.replace(partial, path)
@@ -97,7 +106,7 @@ def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
 
     path = Path(path)
     config = read_config(path)
-    found = read_state_dict(path)
+    found = {k: v for k, v in read_state_dict(path).items() if not k.startswith("backbone.")}
     if base_unet is not None:
         model = PortraitTalkModel(config, base_unet, identity_from_base=False)
         check_state_dict(model.trainable_state_dict(), found, f"'{path}'")

@@ -93,3 +93,21 @@ def test_loading_without_a_base_leaves_the_base_empty(saved):
     empty = [n for n, t in [*loaded.named_parameters(), *loaded.named_buffers()] if t.numel() == 0]
     assert empty and all(PortraitTalkModel.is_base_parameter(n) for n in empty)
     assert all(t.numel() > 0 for n, t in loaded.state_dict().items() if not PortraitTalkModel.is_base_parameter(n))
+
+
+def test_a_backbone_travels_inside_the_weights_file(saved, tmp_path, reference_path):
+    from portraittalk_core.backbone import load_backbone, save_backbone
+    from portraittalk_core.pipeline import GenerationSettings, PortraitTalkPipeline
+    from conftest import tone
+
+    model, backbone, _ = saved
+    path = save_model(model, tmp_path / "demo.safetensors", backbone=backbone)
+    again = load_backbone(path)
+    for part in ("vae", "text_encoder", "unet"):
+        a, b = getattr(backbone, part).state_dict(), getattr(again, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    only = load_backbone(save_backbone(backbone, model.config, tmp_path / "backbone.safetensors"))
+    assert torch.equal(only.unet.conv_in.weight, backbone.unet.conv_in.weight)
+    pipe = PortraitTalkPipeline.from_pretrained(path)          # no --backbone needed: it is inside
+    result = pipe([reference_path], (tone(0.3), 16_000), None, GenerationSettings(steps=1), progress=False)
+    assert result.frames == 8
