@@ -95,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--n-mels", type=int, default=80, help="log-mel bands of the stored audio features")
     prep.add_argument("--workers", type=int, default=1, help="parallel processes")
 
-    train = sub.add_parser("train", help="train stage 1 (IdentityNet) or stage 2 (AnimateNet modules)")
-    train.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    train = sub.add_parser("train", help="train a small backbone (vae, base), IdentityNet (1) or AnimateNet's "
+                                         "modules (2)")
+    train.add_argument("--stage", choices=("vae", "base", "1", "2"), required=True)
+    train.add_argument("--backbone", type=Path, help="backbone: a file from stage base, or a diffusers folder")
     train.add_argument("--config", default="tiny",
                        help="model config preset (tiny, sd15) or a .json file of training settings")
     train.add_argument("--data", type=Path, help="prepared shards")
@@ -195,12 +197,12 @@ def main_train(args) -> int:
         values = json.loads(Path(args.config).read_text())
     else:
         values["config"] = args.config
-    for name in ("data", "out", "init", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
+    for name in ("data", "out", "init", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
                  "ema_decay", "mixed_precision", "gradient_checkpointing"):
         value = getattr(args, name)
         if value is not None:
             values[name] = str(value) if isinstance(value, Path) else value
-    values["stage"] = args.stage
+    values["stage"] = int(args.stage) if args.stage.isdigit() else args.stage
     missing = [name for name in ("data", "out") if name not in values]
     if missing:
         raise InputError(f"missing {', '.join('--' + m for m in missing)}", "say where the shards are and where to write")

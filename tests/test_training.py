@@ -110,3 +110,28 @@ def test_prepare_a_generated_video_and_train_on_it(tmp_path):
         Trainer(settings(tmp_path / "shards", tmp_path / f"run{stage}", stage, steps=1, frames=4)).train()
     again = prepare_folder(split, tmp_path / "shards", size=SIZE)          # resumable: nothing to redo
     assert not again.prepared and again.existing
+
+
+def test_backbone_stages_then_stage_1_on_the_trained_backbone(shards, tmp_path):
+    """vae -> base -> stage 1: each trains only its part; the result carries the trained backbone."""
+    vae = Trainer(settings(shards, tmp_path / "vae", "vae"))
+    before = {k: v.clone() for k, v in vae.backbone.vae.state_dict().items()}
+    vae_file = vae.train()
+    assert any(not torch.equal(before[k], v) for k, v in vae.backbone.vae.state_dict().items())
+    from portraittalk_core.backbone import load_backbone
+
+    base = Trainer(settings(shards, tmp_path / "base", "base", backbone=str(vae_file)))
+    saved_vae = load_backbone(vae_file).vae                    # files hold the EMA weights
+    assert torch.equal(base.backbone.vae.encoder.conv_in.weight, saved_vae.encoder.conv_in.weight)
+    unet_before = base.backbone.unet.conv_in.weight.clone()
+    vae_before = base.backbone.vae.encoder.conv_in.weight.clone()
+    base_file = base.train()
+    assert not torch.equal(unet_before, base.backbone.unet.conv_in.weight)
+    assert torch.equal(vae_before, base.backbone.vae.encoder.conv_in.weight)      # the VAE stays as trained
+    saved_unet = load_backbone(base_file).unet
+    stage1 = Trainer(settings(shards, tmp_path / "stage1", 1, backbone=str(base_file)))
+    # IdentityNet starts from the trained base UNet.
+    assert torch.equal(stage1.net.identity_net.unet.conv_in.weight, saved_unet.conv_in.weight)
+    weights = stage1.train()
+    carried = load_backbone(weights)                            # the output carries the trained backbone
+    assert torch.equal(carried.unet.conv_in.weight, saved_unet.conv_in.weight)

@@ -1,4 +1,9 @@
-"""``portraittalk train --stage 1|2``: one script for one CPU, one GPU or many (accelerate launch / torchrun).
+"""``portraittalk train --stage vae|base|1|2``: one script for one CPU, one GPU or many (accelerate launch).
+
+- Stages vae and base train a small backbone from scratch, for models that bring their own (the embedded
+  demo model): the VAE (L1 reconstruction + a small KL term), then the base UNet with the text encoder
+  (text-to-image noise prediction on single frames, captions dropped 10% of the time). Their output is a
+  backbone file (``backbone.safetensors``) that later stages take with ``--backbone``.
 
 - Stage 1 trains IdentityNet, the identity projection and (for models without ArcFace) the builtin face
   encoder with the mask reconstruction loss (losses.py): single frames, corrupted by random masks, a
@@ -28,11 +33,11 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
-from ..backbone import Backbone, random_backbone
+from ..backbone import Backbone, load_backbone, random_backbone, save_backbone
 from ..config import PortraitTalkConfig, preset
 from ..errors import InputError
 from ..models import AttentionContext, PortraitTalkModel
-from ..weights import load_model, save_model
+from ..weights import load_model, read_metadata, save_model
 from .data import ShardDataset, collate
 from .losses import mask_reconstruction_loss, noised
 from .masks import latent_mask, random_masks
@@ -40,11 +45,12 @@ from .masks import latent_mask, random_masks
 
 @dataclass
 class TrainSettings:
-    stage: int
+    stage: int | str                    # "vae", "base", 1 or 2
     data: str
     out: str
     config: str = "tiny"
     init: str | None = None             # weights to start from (stage 2: stage 1's output)
+    backbone: str | None = None         # backbone file or folder; none: a random one of the config's shapes
     steps: int = 1000
     batch_size: int = 4
     learning_rate: float = 1e-4
@@ -63,9 +69,18 @@ class TrainSettings:
     extra: dict = field(default_factory=dict)
 
 
-def trainable_parameters(model: PortraitTalkModel, stage: int) -> list[torch.nn.Parameter]:
+BACKBONE_STAGES = ("vae", "base")
+
+
+def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze what the stage trains."""
     model.requires_grad_(False)
+    for part in (backbone.vae, backbone.text_encoder, backbone.unet):
+        part.requires_grad_(False)
+    if stage == "vae":
+        return [p.requires_grad_(True) for p in backbone.vae.parameters()]
+    if stage == "base":
+        return [p.requires_grad_(True) for m in (backbone.unet, backbone.text_encoder) for p in m.parameters()]
     if stage == 1:
         parts = [model.identity_net, model.identity_projection] + ([model.face_encoder] if model.face_encoder else [])
         for part in parts:
@@ -74,7 +89,7 @@ def trainable_parameters(model: PortraitTalkModel, stage: int) -> list[torch.nn.
         model.animate_net.freeze_base()   # added modules only
         model.audio_projection.requires_grad_(True)
     else:
-        raise InputError(f"unknown stage {stage}", "use --stage 1 or --stage 2")
+        raise InputError(f"unknown stage {stage}", "use --stage vae, base, 1 or 2")
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -85,18 +100,21 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=settings.mixed_precision)
         set_seed(settings.seed)
         config: PortraitTalkConfig = preset(settings.config)
-        self.backbone = backbone or random_backbone(config, settings.seed)
-        for module in (self.backbone.vae, self.backbone.text_encoder, self.backbone.unet):
-            module.requires_grad_(False)
+        if backbone is None:
+            backbone = load_backbone(settings.backbone) if settings.backbone else random_backbone(config, settings.seed)
+        self.backbone = backbone
+        # A backbone of our own (random or trained here) goes into the output file; a user's SD1.5 does not.
+        self.own_backbone = settings.backbone is None or str(settings.backbone).endswith(".safetensors") and \
+            read_metadata(settings.backbone).get("format", "").startswith("portraittalk")
         self.model = (load_model(settings.init, self.backbone.unet) if settings.init
                       else PortraitTalkModel(config, self.backbone.unet))
         self.config = self.model.config
-        params = trainable_parameters(self.model, settings.stage)
+        params = self.params = trainable_parameters(self.model, self.backbone, settings.stage)
         if settings.gradient_checkpointing:
             for unet in (self.model.identity_net.unet, self.model.animate_net.unet):
                 unet.enable_gradient_checkpointing()
         self.noise = DDPMScheduler.from_config(self.backbone.schedule)
-        self.dataset = ShardDataset(settings.data, frames=1 if settings.stage == 1 else settings.frames,
+        self.dataset = ShardDataset(settings.data, frames=settings.frames if settings.stage == 2 else 1,
                                     audio_window=self.config.audio_window, seed=settings.seed)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=settings.batch_size, shuffle=False,
                                              collate_fn=collate, drop_last=False)
@@ -145,7 +163,26 @@ class Trainer:
     def _keep(self, n: int, drop: float) -> torch.Tensor:
         return (torch.rand(n, generator=self.generator) >= drop).float().to(self.device)
 
-    # -- the two stages --------------------------------------------------------------------------
+    # -- the stages ------------------------------------------------------------------------------
+    def vae_loss(self, batch: dict) -> torch.Tensor:
+        frames = batch["frames"][:, 0]
+        posterior = self.backbone.vae.encode(frames).latent_dist
+        latents = posterior.mean + posterior.std * self._randn(posterior.mean.shape)
+        reconstruction = self.backbone.vae.decode(latents).sample
+        return (reconstruction - frames).abs().mean() + 1e-6 * posterior.kl().mean()
+
+    def base_loss(self, batch: dict) -> torch.Tensor:
+        clean = self.encode(batch["frames"][:, 0])
+        noise = self._randn(clean.shape)
+        t, a_t = self._timesteps(clean.shape[0])
+        keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
+        captions = [c if k else "" for c, k in zip(batch["caption"], keep)]
+        tokenizer, encoder = self.backbone.tokenizer, self.backbone.text_encoder
+        ids = tokenizer(captions, padding="max_length", max_length=encoder.config.max_position_embeddings,
+                        truncation=True, return_tensors="pt").input_ids.to(self.device)
+        prediction = self.backbone.unet(noised(clean, noise, a_t), t, encoder_hidden_states=encoder(ids)[0]).sample
+        return ((prediction.float() - noise) ** 2).mean()
+
     def stage1_loss(self, batch: dict) -> torch.Tensor:
         frames = batch["frames"][:, 0]                                   # (B, 3, S, S)
         size = frames.shape[-1]
@@ -192,7 +229,7 @@ class Trainer:
     def train(self) -> Path:
         self.resume()
         log = (self.out / "log.jsonl").open("a")
-        loss_fn = self.stage1_loss if self.s.stage == 1 else self.stage2_loss
+        loss_fn = {"vae": self.vae_loss, "base": self.base_loss, 1: self.stage1_loss, 2: self.stage2_loss}[self.s.stage]
         per_epoch = max(1, len(self.loader))
         epoch, skip = divmod(self.step, per_epoch)   # a resumed run continues mid-epoch where it stopped
         while self.step < self.s.steps:
@@ -207,12 +244,12 @@ class Trainer:
                     loss = loss_fn(batch)
                 self.accelerator.backward(loss)
                 if self.accelerator.num_processes > 1:
-                    for p in self.optimizer.param_groups[0]["params"]:
+                    for p in self.params:
                         if p.grad is not None:
                             p.grad = self.accelerator.reduce(p.grad, reduction="mean")
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                self.ema.step([p for p in self.net.parameters() if p.requires_grad])
+                self.ema.step(self.params)
                 self.step += 1
                 if self.accelerator.is_main_process and (self.step % self.s.log_every == 0 or self.step == 1):
                     log.write(json.dumps({"step": self.step, "loss": loss.item()}) + "\n")
@@ -225,7 +262,7 @@ class Trainer:
 
     # Checkpoints are safetensors plus JSON, like every file this project reads: nothing is unpickled.
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        params = self.params
         tensors = {f"model.{i}": p.detach() for i, p in enumerate(params)}
         tensors.update({f"ema.{i}": p for i, p in enumerate(self.ema.shadow_params)})
         for i, p in enumerate(params):
@@ -259,7 +296,7 @@ class Trainer:
         folder = checkpoints[-1].parent
         tensors = load_file(str(folder / "state.safetensors"))
         state = json.loads((folder / "trainer.json").read_text())
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        params = self.params
         with torch.no_grad():
             for i, p in enumerate(params):
                 p.copy_(tensors[f"model.{i}"])
@@ -275,11 +312,14 @@ class Trainer:
         self.step = state["step"]
 
     def save(self) -> Path:
-        net = self.net
-        params = [p for p in net.parameters() if p.requires_grad]
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        path = save_model(net, self.out / f"portraittalk_stage{self.s.stage}.safetensors",
-                          metadata={"stage": str(self.s.stage), "steps": str(self.step)})
-        self.ema.restore(params)
-        return path
+        """The EMA weights: a backbone file after stages vae/base, PortraitTalk weights after 1/2."""
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            if self.s.stage in BACKBONE_STAGES:
+                return save_backbone(self.backbone, self.config, self.out / "backbone.safetensors")
+            return save_model(self.net, self.out / f"portraittalk_stage{self.s.stage}.safetensors",
+                              metadata={"stage": str(self.s.stage), "steps": str(self.step)},
+                              backbone=self.backbone if self.own_backbone else None)
+        finally:
+            self.ema.restore(self.params)
