@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     train.add_argument("--gradient-checkpointing", action="store_true", default=None)
 
+    recipe = sub.add_parser("train-demo", help="the embedded demo model from nothing: synth, prepare, "
+                                               "stages vae, base, 1 and 2 (fixed seed, resumable)")
+    recipe.add_argument("--out", type=Path, default=Path("runs/demo"))
+    recipe.add_argument("--scale", type=float, default=1.0, help="multiply the step counts (smoke tests: 0.001)")
+    recipe.add_argument("--workers", type=int, default=1)
+
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff")
     bench.add_argument("--config", default="tiny", choices=("tiny", "sd15"))
     bench.add_argument("--resolution", type=int, default=None)
@@ -230,6 +236,10 @@ def main(argv=None) -> int:
             return main_prepare(args)
         if args.command == "train":
             return main_train(args)
+        if args.command == "train-demo":
+            from .training.recipe import train_demo
+            print(f"wrote {train_demo(args.out, scale=args.scale, workers=args.workers)}")
+            return 0
         if args.command == "comfy-smoke":
             from .smoke import write_smoke_files
             for path in write_smoke_files(args.comfyui):

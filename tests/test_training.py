@@ -135,3 +135,15 @@ def test_backbone_stages_then_stage_1_on_the_trained_backbone(shards, tmp_path):
     weights = stage1.train()
     carried = load_backbone(weights)                            # the output carries the trained backbone
     assert torch.equal(carried.unet.conv_in.weight, saved_unet.conv_in.weight)
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
+def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_path):
+    from conftest import tone
+    from portraittalk_core.pipeline import GenerationSettings, PortraitTalkPipeline
+    from portraittalk_core.training.recipe import train_demo
+
+    final = train_demo(tmp_path / "demo", scale=0.001)
+    pipe = PortraitTalkPipeline.from_pretrained(final)          # one file: networks and backbone
+    result = pipe([reference_path], (tone(0.4), 16_000), None, GenerationSettings(steps=1), progress=False)
+    assert result.frames == 10
