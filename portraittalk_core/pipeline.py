@@ -165,10 +165,7 @@ class PortraitTalkPipeline:
         backbone = random_backbone(config, seed)
         torch.manual_seed(seed)
         model = PortraitTalkModel(config, backbone.unet)
-        # Random added modules, so every path contributes (a fresh model starts as the base model).
-        for name, param in model.animate_net.named_parameters():
-            if param.requires_grad and param.abs().sum() == 0:
-                torch.nn.init.normal_(param, std=0.02)
+        model.animate_net.randomise_zero_outputs()  # a fresh model would start as the base model
         if config.face_encoder == "arcface" and insightface_root is None:
             # Random weights mean random identity features anyway: a builtin encoder stands in for
             # ArcFace so that the run needs no insightface models.

@@ -34,9 +34,7 @@ def write_smoke_files(comfyui: Path, seed: int = 0) -> list[Path]:
     backbone.unet.save_pretrained(folder / "unet", safe_serialization=True)
     torch.manual_seed(seed)
     model = PortraitTalkModel(tiny(), backbone.unet)
-    for param in model.animate_net.parameters():  # random added modules: every path contributes
-        if param.requires_grad and param.abs().sum() == 0:
-            torch.nn.init.normal_(param, std=0.02)
+    model.animate_net.randomise_zero_outputs()  # every path contributes
     weights = save_model(model, comfyui / "models" / "portraittalk" / WEIGHTS,
                          metadata={"note": "random weights, for smoke tests only"})
     (comfyui / "input").mkdir(parents=True, exist_ok=True)

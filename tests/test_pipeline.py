@@ -127,7 +127,6 @@ def test_cancel_leaves_no_file(tiny_pipe, reference_path, tmp_path):
 
 def _live_tensor_bytes() -> int:
     gc.collect()
-    total = 0
     storages = {}
     for obj in gc.get_objects():
         kind = type(obj)  # type(), not isinstance(): weak proxies in gc's list raise on attribute access

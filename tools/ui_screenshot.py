@@ -3,7 +3,7 @@
 optionally queue it, and save a PNG screenshot. Needs `apt-get install chromium`; uses aiohttp (in the venv).
 usage: ui_screenshot.py workflow.json out.png [--server http://127.0.0.1:8199] [--queue] [--wait 8]
                         [--eval "JS expression printed after load"]"""
-import argparse, asyncio, base64, json, os, subprocess, tempfile, time, urllib.request
+import argparse, asyncio, base64, json, subprocess, tempfile, time, urllib.request
 import aiohttp
 
 

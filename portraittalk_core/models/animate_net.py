@@ -72,6 +72,14 @@ class AnimateNet(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad_(is_added_parameter(name))
 
+    def randomise_zero_outputs(self, std: float = 0.02) -> None:
+        """Random values for the added modules' zero-initialised outputs (temporal and structure), so that
+        a model with random weights exercises every path: for tests, benchmarks and smoke files only."""
+        with torch.no_grad():
+            for param in self.parameters():
+                if param.requires_grad and param.abs().sum() == 0:
+                    nn.init.normal_(param, std=std)
+
     def added_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if is_added_parameter(k)}
 

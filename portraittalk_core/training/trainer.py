@@ -23,7 +23,6 @@ that ``generate`` and the ComfyUI nodes load.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
