@@ -52,9 +52,9 @@ DEMO = Recipe()
 
 def train_demo(out, recipe: Recipe = DEMO, scale: float = 1.0, workers: int = 1) -> Path:
     out = Path(out)
-    identities = max(3, round(recipe.identities * min(1.0, scale * 10)))
-    synth_dataset(out / "synth", identities, recipe.clips_per_identity if scale >= 1 else 1, recipe.synth_size,
-                  seed=recipe.seed, workers=workers)
+    smoke = scale < 1  # a scaled-down run also makes the smallest dataset that has every split
+    synth_dataset(out / "synth", 3 if smoke else recipe.identities, 1 if smoke else recipe.clips_per_identity,
+                  recipe.synth_size, seed=recipe.seed, workers=workers)
     shards = out / "shards"
     prepare_folder(out / "synth" / "train", shards, recipe.train_size, workers=workers)
     backbone, weights = None, None
