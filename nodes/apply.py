@@ -54,5 +54,5 @@ class ApplyPortraitTalk(io.ComfyNode):
         with torch.inference_mode():
             run.audio_tokens = portraittalk.model.audio_projection(
                 audio_features.frames[start:end].to(device, dtype))
-        size = refs.pixels.shape[-1] // 8
+        size = refs.pixels.shape[-1] // vae.downscale_ratio
         return io.NodeOutput(patched, {"samples": torch.zeros(end - start, 4, size, size)})

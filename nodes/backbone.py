@@ -48,8 +48,11 @@ def comfy_vae(vae) -> comfy.sd.VAE:
     ddconfig = {"double_z": True, "z_channels": c.latent_channels, "resolution": 256, "in_channels": c.in_channels,
                 "out_ch": c.out_channels, "ch": channels[0], "ch_mult": [x // channels[0] for x in channels],
                 "num_res_blocks": c.layers_per_block, "attn_resolutions": [], "dropout": 0.0}
-    return comfy.sd.VAE(sd=vae.state_dict(), config={"params": {"ddconfig": ddconfig,
-                                                                "embed_dim": c.latent_channels}})
+    comfy_vae = comfy.sd.VAE(sd=vae.state_dict(), config={"params": {"ddconfig": ddconfig,
+                                                                     "embed_dim": c.latent_channels}})
+    # ComfyUI assumes SD's 8x; small backbones may downsample less (the demo model: 4x).
+    comfy_vae.downscale_ratio = comfy_vae.upscale_ratio = 2 ** (len(channels) - 1)
+    return comfy_vae
 
 
 class BackboneLoader(io.ComfyNode):

@@ -100,8 +100,8 @@ class StructurePatch:
         if transformer_options.get("block") != ("input", 0):
             return h
         if self.residual.shape[-2:] != h.shape[-2:]:
-            raise InputError(f"the structure maps are for a {self.residual.shape[-1] * 8}px video but the latents are "
-                             f"{h.shape[-1] * 8}px", "use the same resolution in Load Identity Refs and the sampler")
+            raise InputError(f"the structure maps are for {tuple(self.residual.shape[-2:])} latents but the sampler's are "
+                             f"{tuple(h.shape[-2:])}", "use the same resolution in Load Identity Refs and the sampler")
         return h + self.residual.to(h.device, h.dtype).expand(h.shape[0], -1, -1, -1)
 
     def __deepcopy__(self, memo):

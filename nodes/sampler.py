@@ -143,7 +143,7 @@ class PortraitTalkSampler(io.ComfyNode):
         clips = plan_clips(audio_features.n_frames, clip_frames, motion_frames)
         sampler = comfy.samplers.sampler_object(sampler_name)
         sigmas = comfy.samplers.calculate_sigmas(patched.get_model_object("model_sampling"), scheduler, steps).cpu()
-        size = refs.pixels.shape[-1] // 8
+        size = refs.pixels.shape[-1] // vae.downscale_ratio
         progress = comfy.utils.ProgressBar(len(clips))
         frames, motion = [], None
         for index, clip in enumerate(clips):

@@ -148,7 +148,20 @@ def tiny() -> PortraitTalkConfig:
     )
 
 
-PRESETS = {"sd15": sd15, "tiny": tiny}
+def demo() -> PortraitTalkConfig:
+    """The embedded demo model: tiny's networks on a VAE that downsamples 4x, not 8x, so that at 64 px the
+    mouth spans a few latent cells (at 8x, with a small VAE, it was one cell and lip shapes were lost)."""
+    base = tiny()
+    return base.replace(
+        name="demo",
+        vae=dict(base.vae, block_out_channels=(32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
+                 up_block_types=("UpDecoderBlock2D",) * 3),
+        unet=dict(base.unet, sample_size=16),
+        structure_channels=(8, 16, 16),
+    )
+
+
+PRESETS = {"sd15": sd15, "tiny": tiny, "demo": demo}
 
 
 def preset(name: str) -> PortraitTalkConfig:

@@ -186,3 +186,13 @@ def test_silent_and_too_short_audio(tiny_pipe, reference_path):
         tiny_pipe([reference_path], (np.zeros(RATE, np.float32), RATE), None, settings(), progress=False)
     with pytest.raises(AudioError, match="shorter than one frame"):
         tiny_pipe([reference_path], (tone(0.01), RATE), None, settings(), progress=False)
+
+
+def test_the_demo_config_runs(reference_path):
+    """The demo model's shapes (a VAE that downsamples 4x) run through the same pipeline."""
+    from portraittalk_core.pipeline import PortraitTalkPipeline
+
+    pipe = PortraitTalkPipeline.random("demo")
+    assert pipe.config.vae_scale == 4
+    result = pipe([reference_path], (tone(0.3), RATE), None, settings(steps=1), progress=False)
+    assert result.frames == 8
