@@ -9,7 +9,9 @@ so every ComfyUI sampler, patch and LoRA works on it as on any SD1.5 MODEL.
 from __future__ import annotations
 
 import os
+import re
 
+import comfy.diffusers_convert
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
@@ -48,8 +50,15 @@ def comfy_vae(vae) -> comfy.sd.VAE:
     ddconfig = {"double_z": True, "z_channels": c.latent_channels, "resolution": 256, "in_channels": c.in_channels,
                 "out_ch": c.out_channels, "ch": channels[0], "ch_mult": [x // channels[0] for x in channels],
                 "num_res_blocks": c.layers_per_block, "attn_resolutions": [], "dropout": 0.0}
-    comfy_vae = comfy.sd.VAE(sd=vae.state_dict(), config={"params": {"ddconfig": ddconfig,
-                                                                     "embed_dim": c.latent_channels}})
+    state = vae.state_dict()
+    if len(channels) != 4:
+        # ComfyUI's diffusers->LDM VAE key map numbers decoder levels as 3 - i (SD's four levels); shift
+        # ours so that level i lands on len(channels) - 1 - i.
+        shift = 4 - len(channels)
+        state = {re.sub(r"^decoder\.up_blocks\.(\d+)\.", lambda m: f"decoder.up_blocks.{int(m[1]) + shift}.", k): v
+                 for k, v in state.items()}
+        state = comfy.diffusers_convert.convert_vae_state_dict(state)  # VAE() would not see these keys as diffusers
+    comfy_vae = comfy.sd.VAE(sd=state, config={"params": {"ddconfig": ddconfig, "embed_dim": c.latent_channels}})
     # ComfyUI assumes SD's 8x; small backbones may downsample less (the demo model: 4x).
     comfy_vae.downscale_ratio = comfy_vae.upscale_ratio = 2 ** (len(channels) - 1)
     return comfy_vae

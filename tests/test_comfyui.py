@@ -64,6 +64,12 @@ def comfy(tmp_path_factory, reference_path):
     model.animate_net.randomise_zero_outputs()   # every added path non-zero, as in the core tests
     save_model(model, base / "models" / "portraittalk" / "tiny_random.safetensors")
     write_tiny_lora(base / "models" / "loras" / "tiny_lora.safetensors")
+    from portraittalk_core.config import demo   # the demo model's shapes: a VAE that downsamples 4x
+    demo_backbone = random_backbone(demo(), seed=0)
+    save_backbone_folder(demo_backbone, base / "models" / "diffusers" / "demo_backbone")
+    demo_model = PortraitTalkModel(demo(), demo_backbone.unet)
+    demo_model.animate_net.randomise_zero_outputs()
+    save_model(demo_model, base / "models" / "portraittalk" / "demo_random.safetensors")
     from portraittalk_core.smoke import write_smoke_files
     write_smoke_files(base)   # what `portraittalk comfy-smoke` writes, for workflows/portraittalk_tiny_smoke.json
     (base / "input").mkdir(exist_ok=True)
@@ -434,3 +440,16 @@ def test_interrupting_video_combine_leaves_no_file(comfy):
         time.sleep(0.2)
     assert history[prompt_id]["status"]["status_str"] == "error"       # interrupted, not finished
     assert not list(folder.glob("interrupted*")) and not list(folder.glob(".interrupted*"))
+
+
+def test_a_4x_vae_backbone_runs_end_to_end(comfy):
+    url, base = comfy
+    prompt = tiny_talking_face_prompt()
+    prompt["1"]["inputs"]["weights"] = "demo_random.safetensors"
+    prompt["2"]["inputs"]["backbone"] = "demo_backbone"
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    saved = result["outputs"]["10"]["images"][0]
+    from portraittalk_core.video import probe_video
+    info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
+    assert info.frames == 8 and info.width == 64
