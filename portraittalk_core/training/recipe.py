@@ -33,7 +33,7 @@ class StagePlan:
 
 @dataclass(frozen=True)
 class Recipe:
-    config: str = "tiny"
+    config: str = "demo"
     seed: int = 0
     identities: int = 60
     clips_per_identity: int = 6
