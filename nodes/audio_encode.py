@@ -3,7 +3,7 @@
 from comfy_api.latest import io, ui
 
 from portraittalk_core import audio as audio_io
-from portraittalk_core.conditioning import check_audio_features, prepare_audio
+from portraittalk_core.conditioning import check_audio_features, load_checked_audio, prepare_audio
 
 from .types import AudioFeatures, PortraitTalk
 
@@ -39,9 +39,7 @@ class AudioEncode(io.ComfyNode):
         if audio_encoder_output is None:
             wave, features = prepare_audio(audio, portraittalk.audio_front_end, config, fps)
         else:
-            wave = audio_io.load_audio(audio)
-            audio_io.check_not_silent(wave)
-            audio_io.check_long_enough(wave, fps)
+            wave = load_checked_audio(audio, fps)
             features = audio_io.features_from_comfy_encoder(audio_encoder_output, wave.duration, fps,
                                                             config.audio_window)
             check_audio_features(features, config)

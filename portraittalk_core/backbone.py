@@ -39,12 +39,31 @@ class Backbone:
                 module.to(device=device, dtype=dtype)
         return self
 
-    @torch.no_grad()  # not inference_mode: training uses the embeddings in autograd graphs
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> CLIP last hidden states (N, 77, D). Over-long prompts are cut, as SD1.5 does."""
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> padded token ids on the text encoder's device. Over-long prompts are cut, as SD1.5 does."""
         ids = self.tokenizer(prompts, padding="max_length", max_length=self.text_encoder.config.max_position_embeddings,
                              truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+        return ids.to(self.text_encoder.device)
+
+    @torch.no_grad()  # not inference_mode: training uses the embeddings in autograd graphs
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> CLIP last hidden states (N, 77, D)."""
+        return self.text_encoder(self.token_ids(prompts))[0]
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels in [-1, 1] -> scaled latents (the posterior's mean, as SD pipelines do)."""
+        vae = self.vae
+        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean
+        return latents * vae.config.scaling_factor
+
+    def save_folder(self, folder) -> Path:
+        """Write the backbone as a diffusers folder (unet/, vae/, text_encoder/, tokenizer/), safetensors only."""
+        folder = Path(folder)
+        for part in ("vae", "text_encoder", "unet"):
+            getattr(self, part).save_pretrained(folder / part, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        return folder
 
 
 def byte_level_tokenizer() -> CLIPTokenizer:

@@ -24,15 +24,21 @@ class References:
     embeddings: torch.Tensor           # (R, E) face embeddings
 
 
-def prepare_audio(source, front_end, config: PortraitTalkConfig, fps: float
-                  ) -> tuple[audio_io.Waveform, audio_io.AudioFeatures]:
-    """Any audio source -> checked 16 kHz mono waveform and per-frame feature windows at ``fps``."""
+def load_checked_audio(source, fps: float) -> audio_io.Waveform:
+    """Any audio source -> 16 kHz mono waveform with sound in it, at least one frame at ``fps`` long."""
     if isinstance(source, tuple):  # (samples, sample_rate)
         wave = audio_io.load_audio(source[0], source_rate=source[1])
     else:
         wave = audio_io.load_audio(source)
     audio_io.check_not_silent(wave)
     audio_io.check_long_enough(wave, fps)
+    return wave
+
+
+def prepare_audio(source, front_end, config: PortraitTalkConfig, fps: float
+                  ) -> tuple[audio_io.Waveform, audio_io.AudioFeatures]:
+    """Any audio source -> checked 16 kHz mono waveform and per-frame feature windows at ``fps``."""
+    wave = load_checked_audio(source, fps)
     features = audio_io.encode_audio(wave, front_end, fps, window=config.audio_window)
     check_audio_features(features, config)
     return wave, features

@@ -207,15 +207,9 @@ class PortraitTalkPipeline:
         return embeds[:1], embeds[1:]
 
     @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        vae = self.backbone.vae
-        latents = vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean
-        return latents * vae.config.scaling_factor
-
-    @torch.inference_mode()
     def reference_bank(self, refs: References, text_embeds: torch.Tensor, identity_tokens: torch.Tensor,
                        strength: float) -> dict[str, torch.Tensor]:
-        ref_latents = self.encode_images(refs.pixels)[None]  # (1, R, C, h, w)
+        ref_latents = self.backbone.encode_images(refs.pixels)[None]  # (1, R, C, h, w)
         scale = torch.full((1,), strength, device=self.device, dtype=self.dtype)
         _, bank = self.model.identity_net(ref_latents, text_embeds, identity_tokens, scale)
         return bank

@@ -27,11 +27,7 @@ SPEECH = "portraittalk_speech.flac"
 def write_smoke_files(comfyui: Path, seed: int = 0) -> list[Path]:
     comfyui = Path(comfyui)
     backbone = random_backbone(tiny(), seed=seed)
-    folder = comfyui / "models" / "diffusers" / BACKBONE
-    backbone.vae.save_pretrained(folder / "vae", safe_serialization=True)
-    backbone.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    backbone.tokenizer.save_pretrained(folder / "tokenizer")
-    backbone.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    folder = backbone.save_folder(comfyui / "models" / "diffusers" / BACKBONE)
     torch.manual_seed(seed)
     model = PortraitTalkModel(tiny(), backbone.unet)
     model.animate_net.randomise_zero_outputs()  # every path contributes

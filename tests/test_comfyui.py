@@ -53,20 +53,18 @@ def comfy(tmp_path_factory, reference_path):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "portraittalk").symlink_to(ROOT, target_is_directory=True)
     from portraittalk_core.backbone import random_backbone
-    from test_loading import save_backbone_folder
-
     backbone = random_backbone(tiny(), seed=0)
-    save_backbone_folder(backbone, base / "models" / "diffusers" / "tiny_backbone")
+    backbone.save_folder(base / "models" / "diffusers" / "tiny_backbone")
     wide = tiny().replace(name="wide", unet={**tiny().unet, "cross_attention_dim": 48},
                           text_encoder={**tiny().text_encoder, "hidden_size": 48})
-    save_backbone_folder(random_backbone(wide, seed=0), base / "models" / "diffusers" / "other_family")
+    random_backbone(wide, seed=0).save_folder(base / "models" / "diffusers" / "other_family")
     model = PortraitTalkModel(tiny(), backbone.unet)
     model.animate_net.randomise_zero_outputs()   # every added path non-zero, as in the core tests
     save_model(model, base / "models" / "portraittalk" / "tiny_random.safetensors")
     write_tiny_lora(base / "models" / "loras" / "tiny_lora.safetensors")
     from portraittalk_core.config import demo   # the demo model's shapes: a VAE that downsamples 4x
     demo_backbone = random_backbone(demo(), seed=0)
-    save_backbone_folder(demo_backbone, base / "models" / "diffusers" / "demo_backbone")
+    demo_backbone.save_folder(base / "models" / "diffusers" / "demo_backbone")
     demo_model = PortraitTalkModel(demo(), demo_backbone.unet)
     demo_model.animate_net.randomise_zero_outputs()
     save_model(demo_model, base / "models" / "portraittalk" / "demo_random.safetensors")

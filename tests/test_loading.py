@@ -20,13 +20,6 @@ from portraittalk_core.video import probe_video
 from portraittalk_core.weights import save_model
 
 
-def save_backbone_folder(backbone, folder):
-    backbone.vae.save_pretrained(folder / "vae", safe_serialization=True)
-    backbone.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    backbone.tokenizer.save_pretrained(folder / "tokenizer")
-    backbone.unet.save_pretrained(folder / "unet", safe_serialization=True)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
@@ -37,7 +30,7 @@ def files(tmp_path_factory):
                                             num_conv_pos_embedding_groups=2))
     wav2vec2.save_pretrained(root / "wav2vec2", safe_serialization=True)
     backbone = random_backbone(config, seed=1)
-    save_backbone_folder(backbone, root / "sd")
+    backbone.save_folder(root / "sd")
     model = PortraitTalkModel(config, backbone.unet)
     save_model(model, root / "portraittalk" / "tiny_w2v.safetensors")
     return root, model

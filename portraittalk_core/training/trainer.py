@@ -135,11 +135,6 @@ class Trainer:
         return self.model
 
     @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        vae = self.backbone.vae
-        return vae.encode(pixels.to(vae.device)).latent_dist.mean * vae.config.scaling_factor
-
-    @torch.no_grad()
     def text(self, captions: list[str], drop: float) -> torch.Tensor:
         keep = torch.rand(len(captions), generator=self.generator) >= drop
         return self.backbone.encode_text([c if k else "" for c, k in zip(captions, keep)])
@@ -171,22 +166,20 @@ class Trainer:
         return (reconstruction - frames).abs().mean() + 1e-6 * posterior.kl().mean()
 
     def base_loss(self, batch: dict) -> torch.Tensor:
-        clean = self.encode(batch["frames"][:, 0])
+        clean = self.backbone.encode_images(batch["frames"][:, 0])
         noise = self._randn(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
         captions = [c if k else "" for c, k in zip(batch["caption"], keep)]
-        tokenizer, encoder = self.backbone.tokenizer, self.backbone.text_encoder
-        ids = tokenizer(captions, padding="max_length", max_length=encoder.config.max_position_embeddings,
-                        truncation=True, return_tensors="pt").input_ids.to(self.device)
-        prediction = self.backbone.unet(noised(clean, noise, a_t), t, encoder_hidden_states=encoder(ids)[0]).sample
+        text = self.backbone.text_encoder(self.backbone.token_ids(captions))[0]   # with gradients: it trains here
+        prediction = self.backbone.unet(noised(clean, noise, a_t), t, encoder_hidden_states=text).sample
         return ((prediction.float() - noise) ** 2).mean()
 
     def stage1_loss(self, batch: dict) -> torch.Tensor:
         frames = batch["frames"][:, 0]                                   # (B, 3, S, S)
         size = frames.shape[-1]
         masks = random_masks(self.generator, frames.shape[0], size).to(self.device)
-        clean, corrupted = self.encode(frames), self.encode(frames * (1 - masks))
+        clean, corrupted = self.backbone.encode_images(frames), self.backbone.encode_images(frames * (1 - masks))
         noise = self._randn(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         text = self.text(batch["caption"], self.s.drop_text)
@@ -199,7 +192,8 @@ class Trainer:
     def stage2_loss(self, batch: dict) -> torch.Tensor:
         net = self.net
         videos, frames = batch["frames"].shape[:2]
-        latents = self.encode(batch["frames"].flatten(0, 1)).unflatten(0, (videos, frames)).transpose(1, 2)
+        latents = self.backbone.encode_images(batch["frames"].flatten(0, 1))
+        latents = latents.unflatten(0, (videos, frames)).transpose(1, 2)
         noise = self._randn(latents.shape)
         t, a_t = self._timesteps(videos)
         noisy = noised(latents, noise, a_t)
@@ -212,7 +206,7 @@ class Trainer:
         keep_id, keep_audio = self._keep(videos, self.s.drop_identity), self._keep(videos, self.s.drop_audio)
         text = self.text(batch["caption"], self.s.drop_text)
         with torch.no_grad():
-            refs = self.encode(batch["reference"])[:, None]
+            refs = self.backbone.encode_images(batch["reference"])[:, None]
             tokens = self.identity_tokens(batch)
             _, bank = net.identity_net(refs, text, tokens, torch.ones(videos, device=self.device))
         audio = net.audio_projection(batch["audio"].flatten(0, 1))
