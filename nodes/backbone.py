@@ -12,6 +12,7 @@ import os
 import re
 
 import comfy.diffusers_convert
+import comfy.latent_formats
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
@@ -28,12 +29,17 @@ from portraittalk_core.errors import WeightsError
 TextEncoder = io.Custom("PORTRAITTALK_TEXT_ENCODER")
 
 
-def comfy_model(unet) -> comfy.model_patcher.ModelPatcher:
+def comfy_model(unet, scaling_factor: float = 0.18215) -> comfy.model_patcher.ModelPatcher:
     config = comfy_unet_config(dict(unet.config))
 
-    class Backbone(comfy.supported_models.SD15):  # SD1.5's latent format and sampling, this UNet's shape
+    class Latent(comfy.latent_formats.SD15):  # a backbone trained here has its own VAE, so its own scale
+        def __init__(self):
+            super().__init__(scale_factor=scaling_factor)
+
+    class Backbone(comfy.supported_models.SD15):  # SD1.5's sampling, this UNet's shape
         unet_config = dict(config)
         unet_extra_config = {}
+        latent_format = Latent
 
     model_config = Backbone(config)
     model = model_config.get_model({})
@@ -93,7 +99,7 @@ class BackboneLoader(io.ComfyNode):
                                f"'{folder_paths.get_folder_paths('diffusers')[0]}'",
                                "put a diffusers backbone folder there and refresh")
         sd = load_backbone(path)
-        return io.NodeOutput(comfy_model(sd.unet), comfy_vae(sd.vae), sd)
+        return io.NodeOutput(comfy_model(sd.unet, sd.vae.config.scaling_factor), comfy_vae(sd.vae), sd)
 
 
 class TextEncode(io.ComfyNode):

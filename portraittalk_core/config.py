@@ -150,11 +150,13 @@ def tiny() -> PortraitTalkConfig:
 
 def demo() -> PortraitTalkConfig:
     """The embedded demo model: tiny's networks on a VAE that downsamples 4x, not 8x, so that at 64 px the
-    mouth spans a few latent cells (at 8x, with a small VAE, it was one cell and lip shapes were lost)."""
+    mouth spans a few latent cells (at 8x, with a small VAE, it was one cell and lip shapes were lost).
+    64 channels at every level: ComfyUI's VAE hard-codes 32 norm groups, and with 32 channels those are
+    per-channel (instance) norms that erase flat colours; at 400 steps 64 channels halved the colour error."""
     base = tiny()
     return base.replace(
         name="demo",
-        vae=dict(base.vae, block_out_channels=(32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
+        vae=dict(base.vae, block_out_channels=(64, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
                  up_block_types=("UpDecoderBlock2D",) * 3),
         unet=dict(base.unet, sample_size=16),
         structure_channels=(8, 16, 16),

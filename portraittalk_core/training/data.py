@@ -33,6 +33,18 @@ class Shard:
         return cls(path, meta, arrays)
 
 
+def mouth_boxes(landmarks: np.ndarray, mouth: np.ndarray, size: int, margin: float = 0.25) -> np.ndarray:
+    """(F, 1, S, S) float masks, 1 inside each frame's mouth box (the mouth landmarks' bounds, grown by
+    ``margin`` of their size on every side): where stage 2 weighs the loss up."""
+    masks = np.zeros((len(landmarks), 1, size, size), np.float32)
+    for mask, points in zip(masks, landmarks[:, mouth]):
+        low, high = points.min(0), points.max(0)
+        pad = margin * (high - low) + 1
+        (x0, y0), (x1, y1) = np.floor(low - pad).astype(int).clip(0, size), np.ceil(high + pad).astype(int).clip(0, size)
+        mask[0, y0:y1, x0:x1] = 1.0
+    return masks
+
+
 def _pixels(frames: np.ndarray) -> torch.Tensor:
     """(..., S, S, 3) uint8 -> (..., 3, S, S) float in [-1, 1]."""
     return torch.from_numpy(frames).movedim(-1, -3).float() / 127.5 - 1
@@ -45,6 +57,7 @@ class ShardDataset(torch.utils.data.Dataset):
             raise InputError(f"no prepared shards (*.npz) in '{folder}'",
                              "run `portraittalk prepare VIDEOS --out FOLDER` (or `portraittalk synth` first)")
         self.frames, self.audio_window, self.seed, self.epoch = frames, audio_window, seed, 0
+        self.latents: list[torch.Tensor] | None = None  # per shard, set by cache_latents
         shards = [Shard.load(p) for p in self.paths]  # small models: the cache fits in memory
         self.shards = [s for s in shards if int(s.meta["n_frames"]) >= frames]
         if not self.shards:
@@ -53,6 +66,33 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.shards)
+
+    @torch.no_grad()
+    def cache_latents(self, encode, file: Path | None = None, fingerprint: str = "", chunk: int = 64) -> None:
+        """Encode every frame once with a frozen VAE (``encode``: pixels -> scaled latents); samples then carry
+        ``latents`` and ``reference_latent`` and the training step skips the encoder, which on a CPU costs
+        more than the networks being trained. With ``file`` the latents are kept there (safetensors) for the
+        next stage, and reused only if they were made by the same VAE (``fingerprint``) from the same shards."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        names = [s.path.name for s in self.shards]
+        if file is not None and Path(file).exists():
+            with safe_open(str(file), "pt") as f:
+                if f.metadata() == {"fingerprint": fingerprint, "shards": json.dumps(names)}:
+                    self.latents = [f.get_tensor(name) for name in names]
+                    return
+        self.latents = []
+        for shard in self.shards:
+            pixels = _pixels(shard.arrays["frames"])
+            self.latents.append(torch.cat([encode(pixels[i:i + chunk]).float().cpu()
+                                           for i in range(0, len(pixels), chunk)]).contiguous())
+        if file is not None:
+            try:
+                save_file(dict(zip(names, self.latents)), str(file),
+                          metadata={"fingerprint": fingerprint, "shards": json.dumps(names)})
+            except OSError:  # a read-only dataset: the cache just lives for this run
+                pass
 
     def use_epoch(self, epoch: int) -> None:
         # Not named set_epoch: accelerate calls set_epoch with its own count of iterations, which a
@@ -80,8 +120,12 @@ class ShardDataset(torch.utils.data.Dataset):
             "reference": _pixels(frames[reference]),                    # (3, S, S)
             "structure": torch.from_numpy(structure),                   # (4, S, S)
             "audio": windows[start:start + length].clone(),             # (F, W, L, C)
+            "mouth": torch.from_numpy(mouth_boxes(landmarks[start:start + length], regions["mouth"], size)),
             "caption": shard.meta.get("caption", ""),
         }
+        if self.latents is not None:
+            sample["latents"] = self.latents[index][start:start + length]
+            sample["reference_latent"] = self.latents[index][reference]
         if "embedding" in shard.arrays:
             sample["embedding"] = torch.from_numpy(shard.arrays["embedding"])
         return sample

@@ -7,8 +7,9 @@ and 2) with the settings below, and writes ``runs/demo/portraittalk_demo.safeten
 Every step resumes, so an interrupted run continues where it stopped. ``--scale`` multiplies the step
 counts and shrinks the dataset: tests run the whole chain with a tiny scale.
 
-The step counts are a first budget sized from measured speeds on a 2-core CPU (README: training), not yet
-tuned for quality.
+The step counts fit the 90-minute budget on a 2-core CPU, from measured speeds (s/step, batch as below):
+vae 0.52, base 0.14, stage 1 0.23, stage 2 0.9 (latents cached: see ShardDataset.cache_latents); synth
+and prepare take about 5 minutes more.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class StagePlan:
     batch_size: int
     learning_rate: float
     frames: int = 8
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    mouth_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,10 @@ class Recipe:
     synth_size: int = 128
     train_size: int = 64
     stages: tuple[StagePlan, ...] = field(default_factory=lambda: (
-        StagePlan("vae", 3000, 8, 3e-4),
-        StagePlan("base", 6000, 8, 2e-4),
-        StagePlan(1, 2500, 8, 1e-4),
-        StagePlan(2, 3000, 4, 1e-4),
+        StagePlan("vae", 2000, 8, 3e-4),
+        StagePlan("base", 4500, 8, 2e-4),
+        StagePlan(1, 1800, 8, 1e-4),
+        StagePlan(2, 2000, 4, 1e-4, mouth_weight=4.0),
     ))
 
 
@@ -62,7 +66,8 @@ def train_demo(out, recipe: Recipe = DEMO, scale: float = 1.0, workers: int = 1)
         settings = TrainSettings(
             stage=plan.stage, data=str(shards), out=str(out / f"stage_{plan.stage}"), config=recipe.config,
             steps=max(1, round(plan.steps * scale)), batch_size=plan.batch_size, learning_rate=plan.learning_rate,
-            frames=plan.frames, seed=recipe.seed, backbone=backbone, init=weights if plan.stage == 2 else None,
+            frames=plan.frames, lr_schedule=plan.lr_schedule, warmup_steps=round(plan.warmup_steps * scale),
+            mouth_weight=plan.mouth_weight, seed=recipe.seed, backbone=backbone, init=weights if plan.stage == 2 else None,
             checkpoint_every=max(1, round(500 * scale)))
         result = Trainer(settings).train()
         if plan.stage in ("vae", "base"):

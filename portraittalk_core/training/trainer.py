@@ -1,9 +1,12 @@
 """``portraittalk train --stage vae|base|1|2``: one script for one CPU, one GPU or many (accelerate launch).
 
 - Stages vae and base train a small backbone from scratch, for models that bring their own (the embedded
-  demo model): the VAE (L1 reconstruction + a small KL term), then the base UNet with the text encoder
-  (text-to-image noise prediction on single frames, captions dropped 10% of the time). Their output is a
-  backbone file (``backbone.safetensors``) that later stages take with ``--backbone``.
+  demo model): the VAE (L1 reconstruction of the pixels and of their horizontal and vertical differences,
+  which keeps edges such as the lips sharp, + a small KL term; trained on the posterior mean, the latent
+  that ``encode_images`` uses, and saved with ``scaling_factor`` = 1 / the latents' standard deviation, as
+  SD's VAE was), then the base UNet with the text encoder (text-to-image noise prediction on single frames,
+  captions dropped 10% of the time). Their output is a backbone file (``backbone.safetensors``) that later
+  stages take with ``--backbone``.
 
 - Stage 1 trains IdentityNet, the identity projection and (for models without ArcFace) the builtin face
   encoder with the mask reconstruction loss (losses.py): single frames, corrupted by random masks, a
@@ -12,7 +15,12 @@
   modules) and the audio projection; the base UNet, the VAE, the text encoder and IdentityNet stay frozen.
   Clips of consecutive frames; the ordinary noise-prediction loss. The prompt, the identity and the audio
   are each dropped at random (``drop_*``) so that every unconditional guidance branch is learnt; the first
-  motion frames of some clips are given clean (and left out of the loss) so clips learn to continue.
+  motion frames of some clips are given clean (and left out of the loss) so clips learn to continue. The
+  mouth (from the landmarks) weighs ``mouth_weight`` times the rest in the loss: it is a few percent of
+  the frame but all of the lip sync.
+
+The learning rate warms up linearly over ``warmup_steps`` and then follows ``lr_schedule`` (constant or
+cosine decay to 0), a pure function of the step, so a resumed run continues on the same curve.
 
 Mixed precision, gradient checkpointing and multi-device come from accelerate; EMA from diffusers; a
 checkpoint (accelerate state + EMA + step) every ``checkpoint_every`` steps, resumed from the newest one;
@@ -23,10 +31,12 @@ that ``generate`` and the ComfyUI nodes load.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
@@ -65,10 +75,41 @@ class TrainSettings:
     drop_identity: float = 0.1
     drop_audio: float = 0.1
     masked_weight: float = 2.0
+    mouth_weight: float = 1.0
+    lr_schedule: str = "constant"       # constant | cosine
+    warmup_steps: int = 0
     extra: dict = field(default_factory=dict)
 
 
 BACKBONE_STAGES = ("vae", "base")
+
+
+def learning_rate_at(step: int, settings: TrainSettings) -> float:
+    """Linear warm-up, then constant or cosine decay to 0 at ``settings.steps``."""
+    warmup = min(1.0, (step + 1) / settings.warmup_steps) if settings.warmup_steps else 1.0
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate * warmup
+    if settings.lr_schedule == "cosine":
+        progress = min(1.0, step / max(1, settings.steps))
+        return settings.learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * progress))
+    raise InputError(f"unknown learning-rate schedule '{settings.lr_schedule}'", "use constant or cosine")
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae, pixels: torch.Tensor) -> float:
+    """1 / std of the VAE's latents over ``pixels``: scaled latents have unit variance, which the noise
+    schedule assumes (SD's 0.18215 was found the same way)."""
+    return float(1.0 / vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean.float().std())
+
+
+def vae_fingerprint(vae) -> str:
+    """Identifies a VAE's weights (for the latent cache): a sum over every tensor, and the scaling factor."""
+    total = sum(float(t.double().abs().sum()) for t in vae.state_dict().values())
+    return f"{total:.10e}/{vae.config.scaling_factor:.10e}"
+
+
+def _differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
 
 
 def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) -> list[torch.nn.Parameter]:
@@ -102,6 +143,9 @@ class Trainer:
         if backbone is None:
             backbone = load_backbone(settings.backbone) if settings.backbone else random_backbone(config, settings.seed)
         self.backbone = backbone
+        # A VAE trained here has its own latent scale (stage vae sets it); the model's config carries it so
+        # that the file written at the end rebuilds the same backbone.
+        config = config.replace(vae=dict(config.vae, scaling_factor=backbone.vae.config.scaling_factor))
         # A backbone of our own (random or trained here) goes into the output file; a user's SD1.5 does not.
         self.own_backbone = settings.backbone is None or str(settings.backbone).endswith(".safetensors") and \
             read_metadata(settings.backbone).get("format", "").startswith("portraittalk")
@@ -124,6 +168,9 @@ class Trainer:
         self.device = self.accelerator.device
         self.model = self.model.to(self.device)
         self.backbone.to(self.device)
+        if settings.stage in ("base", 1, 2):  # the VAE is frozen from here on
+            self.dataset.cache_latents(self.backbone.encode_images, Path(settings.data) / "latents.safetensors",
+                                       vae_fingerprint(self.backbone.vae))
         self.optimizer, self.loader = self.accelerator.prepare(optimizer, loader)
         self.ema = EMAModel(params, decay=settings.ema_decay)
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -161,12 +208,14 @@ class Trainer:
     def vae_loss(self, batch: dict) -> torch.Tensor:
         frames = batch["frames"][:, 0]
         posterior = self.backbone.vae.encode(frames).latent_dist
-        latents = posterior.mean + posterior.std * self._randn(posterior.mean.shape)
-        reconstruction = self.backbone.vae.decode(latents).sample
-        return (reconstruction - frames).abs().mean() + 1e-6 * posterior.kl().mean()
+        reconstruction = self.backbone.vae.decode(posterior.mean).sample
+        loss = (reconstruction - frames).abs().mean() + 1e-6 * posterior.kl().mean()
+        for made, real in zip(_differences(reconstruction), _differences(frames)):
+            loss = loss + (made - real).abs().mean()
+        return loss
 
     def base_loss(self, batch: dict) -> torch.Tensor:
-        clean = self.backbone.encode_images(batch["frames"][:, 0])
+        clean = batch["latents"][:, 0].to(self.device)
         noise = self._randn(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
@@ -179,7 +228,7 @@ class Trainer:
         frames = batch["frames"][:, 0]                                   # (B, 3, S, S)
         size = frames.shape[-1]
         masks = random_masks(self.generator, frames.shape[0], size).to(self.device)
-        clean, corrupted = self.backbone.encode_images(frames), self.backbone.encode_images(frames * (1 - masks))
+        clean, corrupted = batch["latents"][:, 0].to(self.device), self.backbone.encode_images(frames * (1 - masks))
         noise = self._randn(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         text = self.text(batch["caption"], self.s.drop_text)
@@ -192,8 +241,8 @@ class Trainer:
     def stage2_loss(self, batch: dict) -> torch.Tensor:
         net = self.net
         videos, frames = batch["frames"].shape[:2]
-        latents = self.backbone.encode_images(batch["frames"].flatten(0, 1))
-        latents = latents.unflatten(0, (videos, frames)).transpose(1, 2)
+        latents = batch["latents"].transpose(1, 2).to(self.device)       # (V, C, F, h, w), cached
+
         noise = self._randn(latents.shape)
         t, a_t = self._timesteps(videos)
         noisy = noised(latents, noise, a_t)
@@ -206,17 +255,20 @@ class Trainer:
         keep_id, keep_audio = self._keep(videos, self.s.drop_identity), self._keep(videos, self.s.drop_audio)
         text = self.text(batch["caption"], self.s.drop_text)
         with torch.no_grad():
-            refs = self.backbone.encode_images(batch["reference"])[:, None]
+            refs = batch["reference_latent"][:, None].to(self.device)
             tokens = self.identity_tokens(batch)
             _, bank = net.identity_net(refs, text, tokens, torch.ones(videos, device=self.device))
         audio = net.audio_projection(batch["audio"].flatten(0, 1))
         ctx = AttentionContext(identity_tokens=tokens, identity_scale=keep_id, audio_tokens=audio,
                                audio_scale=keep_audio, bank=bank, bank_scale=keep_id)
         prediction = net.animate_net(noisy, t, text, ctx, batch["structure"])
-        weight = torch.ones(videos, 1, frames, 1, 1, device=self.device)
+        mouth = F.adaptive_max_pool2d(batch["mouth"].flatten(0, 1), latents.shape[-1])   # (V*F, 1, h, w)
+        mouth = mouth.unflatten(0, (videos, frames)).transpose(1, 2).to(self.device)
+        weight = 1 + (self.s.mouth_weight - 1) * mouth
         for v in range(videos):
             weight[v, :, :context[v]] = 0.0
-        return ((prediction.float() - noise) ** 2 * weight).sum() / (weight.sum() * noise[0, :, 0].numel())
+        error = ((prediction.float() - noise) ** 2).mean(1, keepdim=True)
+        return (error * weight).sum() / weight.sum()
 
     # -- loop, checkpoints -----------------------------------------------------------------------
     def train(self) -> Path:
@@ -236,6 +288,8 @@ class Trainer:
                 with self.accelerator.autocast():
                     loss = loss_fn(batch)
                 self.accelerator.backward(loss)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate_at(self.step, self.s)
                 if self.accelerator.num_processes > 1:
                     for p in self.params:
                         if p.grad is not None:
@@ -309,6 +363,11 @@ class Trainer:
         self.ema.store(self.params)
         self.ema.copy_to(self.params)
         try:
+            if self.s.stage == "vae":
+                pixels = torch.cat([self.dataset[i]["frames"][:1] for i in range(min(64, len(self.dataset)))])
+                scale = latent_scaling_factor(self.backbone.vae, pixels)
+                self.backbone.vae.register_to_config(scaling_factor=scale)
+                self.config = self.config.replace(vae=dict(self.config.vae, scaling_factor=scale))
             if self.s.stage in BACKBONE_STAGES:
                 return save_backbone(self.backbone, self.config, self.out / "backbone.safetensors")
             return save_model(self.net, self.out / f"portraittalk_stage{self.s.stage}.safetensors",
