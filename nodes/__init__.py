@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 from .apply import ApplyPortraitTalk
 from .audio_encode import AudioEncode
 from .backbone import BackboneLoader, TextEncode
+from .demo_inputs import DemoInputs
 from .identity_refs import LoadIdentityRefs
 from .loader import PortraitTalkLoader
 from .sampler import PortraitTalkSampler
@@ -17,7 +18,7 @@ class PortraitTalkExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, PortraitTalkSampler, VideoCombine,
-                ApplyPortraitTalk, BackboneLoader, TextEncode]
+                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs]
 
 
 async def comfy_entrypoint() -> PortraitTalkExtension:

@@ -26,6 +26,8 @@ from portraittalk_core.backbone import load_backbone
 from portraittalk_core.comfy_patches import comfy_unet_config
 from portraittalk_core.errors import WeightsError
 
+from . import folders as pack_folders
+
 TextEncoder = io.Custom("PORTRAITTALK_TEXT_ENCODER")
 
 
@@ -75,15 +77,18 @@ class BackboneLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         folders = [d for root in folder_paths.get_folder_paths("diffusers") if os.path.isdir(root)
                    for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d, "unet"))]
+        folders += pack_folders.files_with_backbone()
         return io.Schema(
             node_id="PortraitTalkBackboneLoader",
             display_name="PortraitTalk Backbone Loader",
             category="PortraitTalk",
-            description="Loads a diffusers-format Stable Diffusion backbone of any size from models/diffusers as "
-                        "native MODEL and VAE, plus its text encoder. For small PortraitTalk models; use ComfyUI's "
-                        "checkpoint loader for SD1.5 checkpoints.",
+            description="Loads a Stable Diffusion backbone of any size as native MODEL and VAE, plus its text "
+                        "encoder: a diffusers folder from models/diffusers, or the backbone inside a small "
+                        "PortraitTalk file (the embedded demo model). Use ComfyUI's checkpoint loader for SD1.5.",
             inputs=[io.Combo.Input("backbone", options=folders,
-                                   tooltip="A folder in models/diffusers with unet/, vae/, text_encoder/, tokenizer/.")],
+                                   tooltip="A folder in models/diffusers with unet/, vae/, text_encoder/, tokenizer/, "
+                                           "or a PortraitTalk .safetensors that carries its backbone "
+                                           "(portraittalk_demo.safetensors).")],
             outputs=[io.Model.Output(display_name="model", tooltip="The UNet as a native MODEL."),
                      io.Vae.Output(display_name="vae", tooltip="The VAE as a native VAE."),
                      TextEncoder.Output(display_name="text_encoder", tooltip="For PortraitTalk Text Encode.")],
@@ -91,6 +96,13 @@ class BackboneLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, backbone) -> io.NodeOutput:
+        if backbone and backbone.endswith(".safetensors"):  # a PortraitTalk file with its backbone inside
+            path = pack_folders.full_path("portraittalk", backbone)
+            if not os.path.isfile(path):
+                raise WeightsError(f"'{backbone}' not found in '{pack_folders.folder('portraittalk')}'",
+                                   "put the file there and refresh")
+            sd = load_backbone(path)
+            return io.NodeOutput(comfy_model(sd.unet, sd.vae.config.scaling_factor), comfy_vae(sd.vae), sd)
         path = folder_paths.get_full_path("diffusers", backbone) or next(
             (os.path.join(root, backbone) for root in folder_paths.get_folder_paths("diffusers")
              if os.path.isdir(os.path.join(root, backbone or ""))), None)

@@ -1,6 +1,7 @@
 """Model folders, registered the way other packs do so that extra_model_paths.yaml entries are kept.
 
-- ``models/portraittalk``: PortraitTalk weights (.safetensors only);
+- ``models/portraittalk``: PortraitTalk weights (.safetensors only), plus the package's own assets folder,
+  so the embedded demo model (``portraittalk_demo.safetensors``) is listed with nothing to copy;
 - ``models/insightface``: the folder the InstantID and IPAdapter packs already use (``models/<name>/*.onnx``);
 - ``models/audio_encoders``: ComfyUI's own folder, where wav2vec2 lives.
 """
@@ -8,6 +9,8 @@
 import os
 
 import folder_paths
+
+from portraittalk_core.assets import ASSETS
 
 
 def _register(name: str, extensions: set[str]) -> None:
@@ -19,6 +22,8 @@ def _register(name: str, extensions: set[str]) -> None:
 
 
 _register("portraittalk", {".safetensors"})
+if str(ASSETS) not in folder_paths.folder_names_and_paths["portraittalk"][0]:
+    folder_paths.folder_names_and_paths["portraittalk"][0].append(str(ASSETS))
 _register("insightface", set())
 
 
@@ -34,6 +39,20 @@ def full_path(name: str, filename: str) -> str:
 def folder(name: str) -> str:
     """The first configured folder for ``name`` (where a missing file is reported as looked for)."""
     return folder_paths.get_folder_paths(name)[0]
+
+
+def files_with_backbone() -> list[str]:
+    """PortraitTalk files that carry their own small backbone (the demo model): Backbone Loader lists them."""
+    from portraittalk_core.weights import read_metadata
+
+    found = []
+    for name in portraittalk_files():
+        try:
+            if read_metadata(full_path("portraittalk", name)).get("backbone"):
+                found.append(name)
+        except Exception:  # an unreadable file is reported when it is chosen, not while listing
+            continue
+    return found
 
 
 def audio_encoder_folders() -> list[str]:

@@ -118,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--scale", type=float, default=1.0, help="multiply the step counts (smoke tests: 0.001)")
     recipe.add_argument("--workers", type=int, default=1)
 
+    ev = sub.add_parser("eval", help="measure a model on held-out procedural clips: lip sync, identity, "
+                                     "prompt, flicker, ADFD (default: the embedded demo model)")
+    ev.add_argument("--weights", type=Path, help="PortraitTalk weights with their own backbone (default: the demo model)")
+    ev.add_argument("--data", type=Path, help="a `portraittalk synth` folder with val/ and test/ (default: made "
+                                              "in OUT/synth with the demo recipe's seed)")
+    ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="work folder; eval.json is written here")
+    ev.add_argument("--clips", type=int, default=12, help="test clips generated in full")
+    ev.add_argument("--prompt-clips", type=int, default=12, help="test clips for the prompt colour test")
+    ev.add_argument("--seconds", type=float, help="evaluate only the first SECONDS of each clip (quicker)")
+    ev.add_argument("--steps", type=int, default=25, help="sampling steps")
+    ev.add_argument("--sampler", default="ddim")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--workers", type=int, default=1, help="parallel processes for synth and prepare")
+
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff")
     bench.add_argument("--config", default="tiny", choices=("tiny", "sd15"))
     bench.add_argument("--resolution", type=int, default=None)
@@ -144,9 +158,11 @@ def _pipeline(args):
         return PortraitTalkPipeline.random(args.config, device=args.device, dtype=dtype,
                                            insightface_root=args.insightface, wav2vec2_folder=args.wav2vec2)
     if args.weights is None:
-        raise InputError("no model given",
-                         "pass --weights FILE.safetensors --backbone SD15 (see README: model folders), or "
-                         "--random-weights for a smoke test of the machinery")
+        if args.backbone is not None:
+            raise InputError("--backbone was given without --weights", "pass the PortraitTalk weights with --weights")
+        print("portraittalk: no --weights given, using the embedded demo model (trained on procedural faces)",
+              file=sys.stderr)
+        return PortraitTalkPipeline.demo(device=args.device, dtype=dtype)
     return PortraitTalkPipeline.from_pretrained(args.weights, args.backbone, args.tokenizer, args.insightface,
                                                 args.wav2vec2, device=args.device, dtype=dtype)
 
@@ -168,14 +184,11 @@ def main_generate(args) -> int:
 
 
 def main_demo(args) -> int:
-    from .assets import default_reference, default_speech
-    from .errors import WeightsError
+    from .assets import default_reference, default_speech, demo_face
 
-    if not args.random_weights and args.weights is None:
-        raise WeightsError("the embedded demo model is not shipped yet (it comes with the training issue)",
-                           "run `portraittalk demo --random-weights` to check the machinery end to end, or pass "
-                           "--weights and --backbone for a trained model")
-    args.ref = args.ref or [default_reference()]
+    # The embedded model knows procedural faces; random weights and other models get the photo.
+    default = demo_face() if args.weights is None and not args.random_weights else default_reference()
+    args.ref = args.ref or [default]
     args.audio = args.audio or default_speech()
     return main_generate(args)
 
@@ -242,6 +255,16 @@ def main(argv=None) -> int:
         if args.command == "train-demo":
             from .training.recipe import train_demo
             print(f"wrote {train_demo(args.out, scale=args.scale, workers=args.workers)}")
+            return 0
+        if args.command == "eval":
+            from .evaluation.evaluate import EvalSettings, evaluate, format_report
+            report = evaluate(EvalSettings(
+                weights=str(args.weights) if args.weights else None, data=str(args.data) if args.data else None,
+                out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,
+                seconds=args.seconds,
+                sampler=args.sampler, seed=args.seed, workers=args.workers))
+            print(format_report(report))
+            print(f"wrote {args.out / 'eval.json'}")
             return 0
         if args.command == "comfy-smoke":
             from .smoke import write_smoke_files

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from einops import rearrange, repeat
 from tqdm.auto import tqdm
@@ -158,6 +159,19 @@ class PortraitTalkPipeline:
         return cls(model, sd, detector, front_end, device, dtype)
 
     @classmethod
+    def demo(cls, device="cpu", dtype=torch.float32) -> "PortraitTalkPipeline":
+        """The embedded demo model (assets/portraittalk_demo.safetensors): small, trained here on procedural
+        faces by ``portraittalk train-demo``; it animates faces like ``assets/demo_face.png``."""
+        from .assets import DEMO_WEIGHTS
+
+        if not DEMO_WEIGHTS.exists():
+            raise WeightsError(f"the embedded demo model is missing: looked for '{DEMO_WEIGHTS.name}' in "
+                               f"'{DEMO_WEIGHTS.parent}'",
+                               "reinstall the package from a full clone, or rebuild it with `portraittalk "
+                               f"train-demo --out runs/demo` and copy runs/demo/portraittalk_demo.safetensors there")
+        return cls.from_pretrained(DEMO_WEIGHTS, device=device, dtype=dtype)
+
+    @classmethod
     def random(cls, config: str | PortraitTalkConfig = "tiny", seed: int = 0, device="cpu",
                dtype=torch.float32, insightface_root=None, wav2vec2_folder=None) -> "PortraitTalkPipeline":
         """Random weights: for tests and benchmarks only. The output is noise-like, not a face video."""
@@ -193,6 +207,10 @@ class PortraitTalkPipeline:
         if self._detector is None:
             self._detector = face_io.default_detector()
         return self._detector
+
+    @detector.setter
+    def detector(self, detector) -> None:
+        self._detector = detector
 
     # -- stages 1 and 2: audio and faces (conditioning.py, shared with the ComfyUI nodes) ----------
     def prepare_audio(self, source, fps: float):
@@ -275,7 +293,10 @@ class PortraitTalkPipeline:
     # -- the whole job ---------------------------------------------------------------------------
     def __call__(self, references: Sequence, audio, out, settings: GenerationSettings | None = None,
                  progress: bool = True, cancel=None, on_progress: Callable[[int, int], None] | None = None,
-                 on_clip: Callable[[Clip], None] | None = None, reference_labels=None) -> GenerationResult:
+                 on_clip: Callable[[Clip], None] | None = None, reference_labels=None,
+                 on_frames: Callable[[np.ndarray], None] | None = None) -> GenerationResult:
+        """Frames for ``audio`` in the likeness of ``references``, written with the audio to ``out`` (an mp4;
+        None writes nothing). ``on_frames`` gets every decoded chunk, uint8 (n, H, W, 3), as it is made."""
         settings = settings or GenerationSettings()
         config = self.config
         fps = float(settings.fps or config.fps)
@@ -336,6 +357,8 @@ class PortraitTalkPipeline:
                         with timer("write"):
                             if writer is not None:
                                 writer.write(frames.numpy())
+                        if on_frames is not None:
+                            on_frames(frames.numpy())
                     del new, full
                     if on_clip is not None:
                         on_clip(clip)

@@ -141,8 +141,18 @@ def test_missing_weights_and_no_model(inputs, capsys, tmp_path):
     code = main(["generate", "--weights", str(missing), "--backbone", str(tmp_path / "sd15"), "--ref", inputs["ref"],
                  "--audio", inputs["audio"], "--out", inputs["out"]])
     assert_clear_error(capsys, code, "'portraittalk.safetensors'", str(missing.parent))  # checked before the backbone
+    code = main(["generate", "--backbone", str(tmp_path / "sd15"), "--ref", inputs["ref"], "--audio", inputs["audio"],
+                 "--out", inputs["out"]])
+    assert_clear_error(capsys, code, "--backbone was given without --weights", "--weights")
+
+
+def test_without_weights_the_embedded_demo_model_is_used_and_a_missing_one_is_named(inputs, capsys, monkeypatch,
+                                                                                   tmp_path):
+    from portraittalk_core import assets
+
+    monkeypatch.setattr(assets, "DEMO_WEIGHTS", tmp_path / "gone" / "portraittalk_demo.safetensors")
     code = main(["generate", "--ref", inputs["ref"], "--audio", inputs["audio"], "--out", inputs["out"]])
-    assert_clear_error(capsys, code, "no model given", "--random-weights")
+    assert_clear_error(capsys, code, "'portraittalk_demo.safetensors'", str(tmp_path / "gone"), "train-demo")
 
 
 def test_no_file_left_on_error(inputs):
@@ -153,5 +163,14 @@ def test_no_file_left_on_error(inputs):
     assert not [p for p in inputs["tmp"].iterdir() if p.suffix == ".part" or ".part" in p.name]
 
 
-def test_demo_needs_a_model_or_the_explicit_flag(capsys):
-    assert_clear_error(capsys, main(["demo"]), "--random-weights")
+def test_demo_runs_the_embedded_model_on_the_shipped_face(tmp_path, capsys):
+    """README's first command without setup: the committed demo model, the shipped face and speech."""
+    from portraittalk_core.assets import DEMO_WEIGHTS
+    from portraittalk_core.video import probe_video
+
+    assert DEMO_WEIGHTS.stat().st_size <= 30 * 2**20                  # the issue's budget for the embedded model
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "--steps", "1", "--out", str(out)]) == 0
+    assert "embedded demo model" in capsys.readouterr().err
+    info = probe_video(out)
+    assert info.frames == 161 and info.width == 64

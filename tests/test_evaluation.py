@@ -92,3 +92,81 @@ def test_ssim_psnr_flicker_lmd_correlation():
     assert landmark_distance(points, points + [3, 4], scale=5.0) == pytest.approx(1.0)
     x = np.sin(np.linspace(0, 6, 50))
     assert lip_sync_correlation(x, 2 * x + 1) == pytest.approx(1.0) and lip_sync_correlation(x, -x) == pytest.approx(-1)
+
+
+def test_ordering_test_on_one_clip(clip):
+    from portraittalk_core.evaluation.adfd import ordering_test
+
+    samples, env = clip
+    scores, holds = ordering_test(face(env), REGIONS, samples, RATE, FPS)
+    assert holds and list(scores) == ["in_sync", "shifted_0.5s", "still", "jittered"]
+    assert scores["still"] == pytest.approx(0.5)                 # stable, silent: half the score
+
+
+def test_a_still_float32_mouth_does_not_score_as_moving(clip):
+    samples, env = clip
+    still = np.repeat(face(env)[:1], N, 0).astype(np.float32)
+    result = adfd(still, REGIONS, samples, RATE, FPS)
+    assert result.spatial == 0 and result.temporal == 0 and result.score == pytest.approx(0.5)
+
+
+def test_background_colour_and_recoloured_prompt():
+    from portraittalk_core.evaluation.evaluate import background_colour, recoloured_prompt
+    from portraittalk_core.synth.identity import BACKGROUND_COLOURS
+
+    frames = np.zeros((3, 64, 64, 3), np.uint8) + np.array(BACKGROUND_COLOURS["purple"], np.uint8)
+    head = np.zeros((64, 64), np.uint8)
+    head[10:, 16:48] = 1
+    frames[:, 10:, 16:48] = (240, 200, 180)                     # a face where the mask says: not counted
+    assert background_colour(frames, head) == "purple"
+    caption = "a person with red hair, wearing a blue shirt, in front of a teal and beige striped background"
+    prompt, colour = recoloured_prompt(caption, "abc_001", {"teal", "beige"})
+    assert colour in BACKGROUND_COLOURS and colour not in {"teal", "beige"}
+    assert prompt == f"a person with red hair, wearing a blue shirt, in front of " \
+                     f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} background"
+    assert recoloured_prompt(caption, "abc_001", {"teal", "beige"}) == (prompt, colour)
+
+
+def test_landmark_regressor_learns_and_round_trips(tmp_path):
+    from portraittalk_core.evaluation.landmarks import load_regressor, save_regressor, train_landmark_regressor
+    from portraittalk_core.synth.identity import identity_from_seed
+    from portraittalk_core.synth.render import render_frame
+
+    rng = np.random.default_rng(0)
+    renders = [render_frame(identity_from_seed(int(s)), 64, aperture=float(a))
+               for s, a in zip(rng.integers(0, 10, 48), rng.random(48))]
+    frames = np.stack([r[0] for r in renders])
+    landmarks = np.stack([r[1] for r in renders])
+    untrained = train_landmark_regressor(frames, landmarks, steps=0)
+    trained = train_landmark_regressor(frames, landmarks, steps=150, batch_size=16)
+    error = lambda model: np.abs(model.landmarks(frames) - landmarks).mean()  # noqa: E731
+    assert error(trained) < 0.5 * error(untrained)
+    save_regressor(trained, tmp_path / "r.safetensors", "data-a")
+    loaded = load_regressor(tmp_path / "r.safetensors", "data-a")
+    assert np.array_equal(loaded.landmarks(frames), trained.landmarks(frames))
+    assert load_regressor(tmp_path / "r.safetensors", "data-b") is None   # other data: train again
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
+def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path):
+    """synth (val + test only) -> prepare -> regressor -> generate -> every figure, on random tiny weights."""
+    import json
+
+    from portraittalk_core.evaluation.evaluate import EvalSettings, evaluate, format_report
+    from portraittalk_core.pipeline import PortraitTalkPipeline
+    from portraittalk_core.synth.dataset import synth_dataset
+
+    synth_dataset(tmp_path / "synth", 3, 1, 64, seed=0, splits=("val", "test"))
+    assert not list((tmp_path / "synth" / "train").glob("*.mp4"))       # the train split is not made
+    report = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1,
+                                   prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
+                      pipeline=PortraitTalkPipeline.random("demo"), progress=lambda *_: None)
+    assert report["clips"] == 1 and report["prompt_clips"] == 1
+    assert report["ordering_holds"] == "1/1"
+    for name in ("lip_sync", "identity_ssim", "flicker", "adfd", "lmd", "ceiling_lip_sync", "still_identity_ssim"):
+        assert np.isfinite(report[name]), name
+    assert -1 <= report["lip_sync"] <= 1 and 0 <= report["adfd"] <= 1
+    assert report["still_identity_ssim"] > report["identity_ssim"]      # random weights: worse than a still face
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert saved["clips"][0]["clip"] and saved["prompt_clips"][0]["prompted"] != saved["prompt_clips"][0]["own"]
+    assert "lip sync" in format_report(report)

@@ -135,6 +135,82 @@ def test_backbone_stages_then_stage_1_on_the_trained_backbone(shards, tmp_path):
     weights = stage1.train()
     carried = load_backbone(weights)                            # the output carries the trained backbone
     assert torch.equal(carried.unet.conv_in.weight, saved_unet.conv_in.weight)
+    # The VAE stage measured its latent scale; the backbone file and the final weights both carry it.
+    scale = saved_vae.config.scaling_factor
+    assert scale != 0.18215 and carried.vae.config.scaling_factor == scale
+    assert load_model(weights).config.vae["scaling_factor"] == scale
+
+
+def test_vae_scaling_factor_gives_unit_variance_latents(shards):
+    from portraittalk_core.config import tiny
+    from portraittalk_core.backbone import random_backbone
+    from portraittalk_core.training.data import ShardDataset
+    from portraittalk_core.training.trainer import latent_scaling_factor
+
+    vae = random_backbone(tiny()).vae
+    pixels = torch.cat([ShardDataset(shards)[i]["frames"] for i in range(3)])
+    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, pixels))
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_learning_rate_schedule():
+    from portraittalk_core.training.trainer import learning_rate_at
+
+    cosine = TrainSettings(stage=1, data="", out="", steps=100, learning_rate=1.0, lr_schedule="cosine",
+                           warmup_steps=10)
+    assert learning_rate_at(0, cosine) == pytest.approx(0.1 * 0.5 * (1 + np.cos(0)))
+    assert learning_rate_at(50, cosine) == pytest.approx(0.5)
+    assert learning_rate_at(99, cosine) < 0.01
+    constant = TrainSettings(stage=1, data="", out="", steps=100, learning_rate=2.0)
+    assert learning_rate_at(0, constant) == learning_rate_at(99, constant) == 2.0
+
+
+def test_latent_cache_is_reused_only_for_the_same_vae(shards, tmp_path):
+    from portraittalk_core.training.data import ShardDataset
+
+    calls = []
+
+    def encode(pixels):
+        calls.append(len(pixels))
+        return pixels[:, :1, ::4, ::4] * 2
+
+    file = tmp_path / "latents.safetensors"
+    first = ShardDataset(shards, frames=2)
+    first.cache_latents(encode, file, "vae-a")
+    assert sum(calls) == 3 * 12
+    sample = first[1]
+    assert torch.equal(sample["latents"], sample["frames"][:, :1, ::4, ::4] * 2)
+    again = ShardDataset(shards, frames=2)
+    again.cache_latents(lambda p: pytest.fail("the cache should have been read"), file, "vae-a")
+    assert all(torch.equal(a, b) for a, b in zip(first.latents, again.latents))
+    other = ShardDataset(shards, frames=2)
+    other.cache_latents(encode, file, "vae-b")                  # another VAE: encoded again
+    assert sum(calls) == 2 * 3 * 12
+
+
+def test_mouth_boxes_cover_the_mouth_with_a_margin():
+    from portraittalk_core.training.data import mouth_boxes
+
+    landmarks = np.zeros((2, 3, 2), np.float32)
+    landmarks[:, :, 0] = [[20, 30, 40], [20, 30, 40]]
+    landmarks[:, :, 1] = [[40, 44, 48], [40, 50, 60]]
+    boxes = mouth_boxes(landmarks, np.arange(3), 64, margin=0.25)
+    assert boxes.shape == (2, 1, 64, 64)
+    assert boxes[0, 0, 44, 30] == 1 and boxes[0, 0, 44, 10] == 0 and boxes[0, 0, 58, 30] == 0
+    assert boxes[1, 0, 58, 30] == 1                                       # follows each frame's mouth
+
+
+def test_stage2_mouth_weight_changes_the_loss(shards, tmp_path):
+    losses = []
+    for weight in (1.0, 8.0):
+        trainer = Trainer(settings(shards, tmp_path / f"w{weight}", 2, mouth_weight=weight))
+        batch = next(iter(trainer.loader))
+        torch.manual_seed(0)
+        trainer.generator.manual_seed(0)
+        losses.append(trainer.stage2_loss(batch).item())
+    assert losses[0] != pytest.approx(losses[1])
 
 
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
@@ -145,5 +221,6 @@ def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_pat
 
     final = train_demo(tmp_path / "demo", scale=0.001)
     pipe = PortraitTalkPipeline.from_pretrained(final)          # one file: networks and backbone
+    assert pipe.config.name == "demo" and pipe.config.vae["scaling_factor"] == pipe.backbone.vae.config.scaling_factor
     result = pipe([reference_path], (tone(0.4), 16_000), None, GenerationSettings(steps=1), progress=False)
     assert result.frames == 10

@@ -98,7 +98,34 @@ def tiny_smoke() -> dict:
     }
 
 
+def demo() -> dict:
+    """The embedded demo model end to end: runs right after install, nothing to download or copy."""
+    weights = "portraittalk_demo.safetensors"
+    return {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": weights, "face_detector": "auto",
+                                                             "audio_encoder": "auto"}},
+        "2": {"class_type": "PortraitTalkBackboneLoader", "inputs": {"backbone": weights}},
+        "3": {"class_type": "PortraitTalkTextEncode", "inputs": {"text_encoder": ["2", 2], "text": ""}},
+        "4": {"class_type": "PortraitTalkTextEncode", "inputs": {"text_encoder": ["2", 2], "text": ""}},
+        "5": {"class_type": "PortraitTalkDemoInputs", "inputs": {}},
+        "6": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["5", 0],
+                                                                       "resolution": 64}},
+        "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["5", 1],
+                                                                  "fps": 25.0}},
+        "9": {"class_type": "PortraitTalkSampler", "inputs": {
+            "model": ["2", 0], "vae": ["2", 1], "positive": ["3", 0], "negative": ["4", 0], "portraittalk": ["1", 0],
+            "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": 25, "sampler_name": "ddim",
+            "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
+            "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
+            "clip_frames": 0, "motion_frames": -1}},
+        "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
+                                                                    "filename_prefix": "PortraitTalk/demo",
+                                                                    "audio": ["5", 1], "crf": 18}},
+    }
+
+
 EXAMPLES = {
+    "portraittalk_demo": demo,
     "portraittalk_basic": sd15_basic,
     "portraittalk_several_references": sd15_several_refs,
     "portraittalk_prompt_customisation": sd15_prompt_customisation,

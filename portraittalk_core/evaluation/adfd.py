@@ -10,8 +10,10 @@ aligned to the face (F, N, 2), their regions, the speech and the frame rate:
     it is the Pearson correlation of the two openings; otherwise the difference of the mean opening in
     voiced and unvoiced frames (voice activity from the envelope), in units of the opening's standard
     deviation, halved and clipped to [0, 1].
-(c) stability: jitter of the non-mouth landmarks, J = RMS distance of each point from its 5-frame moving
-    average, divided by the inter-ocular distance; stability = exp(-J / 0.01).
+(c) stability: jitter of the rigid non-mouth landmarks (the nose's: they move with the head only, never
+    with speech, blinks or brows, so a face that blinks or drops its jaw is not called unstable), J = RMS
+    distance of each point from its 5-frame moving average, divided by the inter-ocular distance;
+    stability = exp(-J / 0.01).
 (d) activity: does the mouth move as much as speech makes it: the standard deviation of the opening over
     that of the ground truth's (or, without one, over 0.05 inter-ocular distances, a talking mouth's
     typical variation), clipped to [0, 1].
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 EPS = 1e-8
+STILL = 1e-6  # a mouth opening (inter-ocular units) that varies less than this is not moving
 MAX_LAG = 2
 JITTER_SCALE = 0.01
 TALKING_OPENING_STD = 0.05
@@ -64,7 +67,7 @@ def face_scale(landmarks: np.ndarray, regions: dict) -> float:
 
 def mouth_opening(landmarks: np.ndarray, regions: dict) -> np.ndarray:
     """Vertical extent of the mouth points over the face scale, per frame: (F,)."""
-    mouth = landmarks[:, np.asarray(regions["mouth"])]
+    mouth = np.asarray(landmarks, np.float64)[:, np.asarray(regions["mouth"])]
     return (mouth[..., 1].max(1) - mouth[..., 1].min(1)) / face_scale(landmarks, regions)
 
 
@@ -88,16 +91,14 @@ def spatial_score(opening: np.ndarray, env: np.ndarray, ground_truth: np.ndarray
     if ground_truth is not None:
         return float(np.clip(_ncc(opening, ground_truth), 0.0, 1.0))
     voiced = env > 0.5 * env.max()
-    if voiced.all() or not voiced.any() or opening.std() < EPS:
+    if voiced.all() or not voiced.any() or opening.std() < STILL:
         return 0.0
     separation = (opening[voiced].mean() - opening[~voiced].mean()) / (opening.std() + EPS)
     return float(np.clip(separation / 2, 0.0, 1.0))
 
 
 def stability_score(landmarks: np.ndarray, regions: dict) -> float:
-    mouth = set(np.asarray(regions["mouth"]).tolist())
-    others = np.array([i for i in range(landmarks.shape[1]) if i not in mouth])
-    points = landmarks[:, others]
+    points = landmarks[:, np.asarray(regions["nose"])]
     kernel = np.ones(5) / 5
     padded = np.pad(points, ((2, 2), (0, 0), (0, 0)), mode="edge")
     smooth = np.apply_along_axis(lambda x: np.convolve(x, kernel, mode="valid"), 0, padded)
@@ -121,3 +122,24 @@ def adfd(landmarks: np.ndarray, regions: dict, samples: np.ndarray, sample_rate:
     activity = activity_score(opening, ground_truth_opening)
     score = stability * (1 + 0.4 * temporal + 0.3 * spatial + 0.3 * activity) / 2
     return ADFD(score, temporal, spatial, stability, activity)
+
+
+def ordering_variants(landmarks: np.ndarray, regions: dict, fps: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """The four faces SPEC section 5 ranks, from one clip's landmarks (F, N, 2): in sync (as given), the
+    mouth shifted by 0.5 s, a still face (the first frame held), and the clip with every point jittered by
+    5% of the inter-ocular distance."""
+    mouth = np.asarray(regions["mouth"])
+    shifted = landmarks.copy()
+    shifted[:, mouth] = np.roll(landmarks[:, mouth], int(round(0.5 * fps)), axis=0)
+    noise = np.random.default_rng(seed).normal(0, 0.05 * face_scale(landmarks, regions), landmarks.shape)
+    return {"in_sync": landmarks, "shifted_0.5s": shifted, "still": np.repeat(landmarks[:1], len(landmarks), 0),
+            "jittered": landmarks + noise}
+
+
+def ordering_test(landmarks: np.ndarray, regions: dict, samples: np.ndarray, sample_rate: int, fps: float,
+                  seed: int = 0) -> tuple[dict[str, float], bool]:
+    """ADFD of each ``ordering_variants`` face and whether they rank in sync > shifted > still > jittered."""
+    scores = {name: adfd(points, regions, samples, sample_rate, fps).score
+              for name, points in ordering_variants(landmarks, regions, fps, seed).items()}
+    values = list(scores.values())
+    return scores, all(a > b for a, b in zip(values, values[1:]))

@@ -237,12 +237,14 @@ def _clip_done(paths: dict[str, Path], size: int, fps: float) -> bool:
 
 def synth_dataset(out, n_identities: int, clips_per_identity: int, size: int = 128, fps: float = 25.0,
                   seed: int = 0, workers: int = 1, test_fraction: float = 0.1, val_fraction: float = 0.1,
-                  progress=None) -> dict:
+                  progress=None, splits: tuple[str, ...] = SPLITS) -> dict:
     """Make the dataset in ``out`` (see the module docstring) and return its manifest.
 
     Resumable: clips whose three files exist (made with the same size and fps) are kept. With
     ``workers > 1`` clips are made in a pool of spawned processes; the output is the same.
-    ``progress(done, total, clip_id)`` is called after each clip, if given.
+    ``progress(done, total, clip_id)`` is called after each clip, if given. ``splits`` makes only those
+    splits' clips (``portraittalk eval`` needs val and test, not train); they are the same clips as in
+    the whole dataset.
     """
     out = Path(out).expanduser()
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
@@ -251,7 +253,8 @@ def synth_dataset(out, n_identities: int, clips_per_identity: int, size: int = 1
         raise InputError(f"fps must be between 1 and 120, got {fps!r}", "use e.g. --fps 25")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers must be a positive integer, got {workers!r}", "use e.g. --workers 4")
-    specs = plan_dataset(seed, n_identities, clips_per_identity, test_fraction, val_fraction)
+    specs = [spec for spec in plan_dataset(seed, n_identities, clips_per_identity, test_fraction, val_fraction)
+             if spec.split in splits]
     paths = [_clip_paths(out, spec) for spec in specs]
     todo = [spec for spec, p in zip(specs, paths) if not _clip_done(p, size, fps)]
     for split in SPLITS:

@@ -59,7 +59,7 @@ def read_video(path: Path) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def _sidecar_landmarks(path: Path):
+def sidecar_landmarks(path: Path):
     sidecar = path.with_suffix(".npz")
     if not sidecar.exists():
         return None
@@ -67,6 +67,17 @@ def _sidecar_landmarks(path: Path):
         if "landmarks" not in data:
             return None
         return data["landmarks"].astype(np.float32)
+
+
+def synthetic_detection(landmarks: np.ndarray) -> face_io.FaceDetection:
+    """The 'detection' of a synthetic clip from its exact landmarks (F, 68, 2): the first frame's points,
+    and the clip's median keypoints, so that every frame is aligned by the same steady transform."""
+    from ..synth.render import REGIONS_68, kps_from_68
+
+    kps = np.median(np.stack([kps_from_68(lm) for lm in landmarks]), axis=0)
+    return face_io.FaceDetection(bbox=np.r_[landmarks[0].min(0), landmarks[0].max(0)], score=1.0, kps=kps,
+                                 landmarks=landmarks[0], regions={k: np.asarray(v) for k, v in REGIONS_68.items()},
+                                 embedding=None)
 
 
 def _caption(path: Path) -> str:
@@ -112,15 +123,11 @@ def prepare_video(path: Path, out_dir: Path, size: int, front_end, detector=None
     n_frames = min(len(frames), audio_io.frame_count(wave.duration, fps))
     frames = frames[:n_frames]
 
-    exact = _sidecar_landmarks(path)
+    exact = sidecar_landmarks(path)
     if exact is not None:  # synthetic clip: exact landmarks, no detection
-        from ..synth.render import REGIONS_68, kps_from_68
         landmarks_src = exact[:n_frames]
-        regions = {k: np.asarray(v) for k, v in REGIONS_68.items()}
-        kps = np.median(np.stack([kps_from_68(lm) for lm in landmarks_src]), axis=0)
-        embedding = None
-        reference = face_io.FaceDetection(bbox=np.r_[landmarks_src[0].min(0), landmarks_src[0].max(0)], score=1.0,
-                                          kps=kps, landmarks=landmarks_src[0], regions=regions, embedding=None)
+        reference = synthetic_detection(landmarks_src)
+        regions, embedding = reference.regions, None
     else:
         detector = detector or face_io.default_detector()
         track, sampled = _detect_track(frames, detector, detect_every)
