@@ -61,7 +61,8 @@ class PortraitTalkLoader(io.ComfyNode):
                         "Diffusion 1.5 backbone comes from your own checkpoint loader.",
             inputs=[
                 io.Combo.Input("weights", options=folders.portraittalk_files(),
-                               tooltip="A PortraitTalk .safetensors file in models/portraittalk."),
+                               tooltip="A PortraitTalk .safetensors file in models/portraittalk, or the "
+                                       "embedded demo model (portraittalk_demo.safetensors) shipped with the pack."),
                 io.Combo.Input("face_detector", options=FACE_DETECTORS, default="auto",
                                tooltip="auto: insightface from models/insightface when present, else mediapipe. "
                                        "Models trained with ArcFace need insightface."),

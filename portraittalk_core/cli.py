@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seconds", type=float, help="evaluate only the first SECONDS of each clip (quicker)")
     ev.add_argument("--steps", type=int, default=25, help="sampling steps")
     ev.add_argument("--sampler", default="ddim")
+    ev.add_argument("--split", default="test", choices=("test", "val"),
+                    help="test: the figures to report; val: for tuning settings without touching test")
+    for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", 3.5)):
+        ev.add_argument(flag, type=float, default=default)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=1, help="parallel processes for synth and prepare")
 
@@ -261,7 +265,8 @@ def main(argv=None) -> int:
             report = evaluate(EvalSettings(
                 weights=str(args.weights) if args.weights else None, data=str(args.data) if args.data else None,
                 out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,
-                seconds=args.seconds,
+                seconds=args.seconds, split=args.split, text_scale=args.text_scale,
+                identity_scale=args.identity_scale, audio_scale=args.audio_scale,
                 sampler=args.sampler, seed=args.seed, workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")

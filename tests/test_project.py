@@ -16,6 +16,7 @@ def readme_commands() -> list[str]:
 def test_readme_opens_with_setup_and_test_commands():
     setup, tests = readme_commands()
     assert setup.startswith("bash setup.sh") and "portraittalk demo" in setup
+    assert "--random-weights" not in setup                     # the embedded demo model, a real face video
     assert tests.startswith("bash setup.sh") and "pytest" in tests
 
 

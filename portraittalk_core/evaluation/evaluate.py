@@ -53,6 +53,10 @@ class EvalSettings:
     steps: int = 25
     sampler: str = "ddim"
     seed: int = 0
+    split: str = "test"             # "val" to tune generation settings without touching the test split
+    text_scale: float = 5.0
+    identity_scale: float = 2.0
+    audio_scale: float = 3.5
     regressor_steps: int = 1500
     workers: int = 1
 
@@ -72,9 +76,9 @@ class KnownFace:
 
 # -- data ---------------------------------------------------------------------------------------------
 
-def eval_data(settings: EvalSettings) -> tuple[Path, Path, Path]:
-    """(test videos, test shards, val shards): the recipe's val and test splits, synthesised if needed and
-    prepared at the model's resolution."""
+def eval_data(settings: EvalSettings, resolution: int, face_fraction: float) -> tuple[Path, dict[str, Path]]:
+    """(synth folder, {split: shards}): the recipe's val and test splits, synthesised if needed and
+    prepared (aligned crops, exact landmarks) at the model's resolution and face framing."""
     from ..training.recipe import DEMO
     from ..synth.dataset import synth_dataset
 
@@ -89,15 +93,15 @@ def eval_data(settings: EvalSettings) -> tuple[Path, Path, Path]:
                              "point --data at a folder made by `portraittalk synth` (or leave it out)")
     shards = {}
     for split in ("val", "test"):
-        shards[split] = out / "shards" / split
-        prepare_folder(data / split, shards[split], DEMO.train_size, workers=settings.workers)
-    return data / "test", shards["test"], shards["val"]
+        shards[split] = out / f"shards_{resolution}" / split
+        prepare_folder(data / split, shards[split], resolution, face_fraction=face_fraction, workers=settings.workers)
+    return data, shards
 
 
 def measuring_regressor(val_shards: Path, out: Path, steps: int, seed: int):
     """The landmark regressor, trained on the val split once and kept in ``out``."""
     paths = sorted(val_shards.glob("*.npz"))
-    fingerprint = hashlib.sha256(json.dumps([p.name for p in paths] + [steps, seed]).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(json.dumps([str(val_shards)] + [p.name for p in paths] + [steps, seed]).encode()).hexdigest()[:16]
     file = out / "landmark_regressor.safetensors"
     if file.exists():
         model = load_regressor(file, fingerprint)
@@ -191,15 +195,19 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
 
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    videos, test_shards, val_shards = eval_data(settings)
-    progress("training the measuring landmark regressor on the val split (kept for later runs)")
-    regressor = measuring_regressor(val_shards, out, settings.regressor_steps, settings.seed)
     if pipeline is None:
         pipeline = (PortraitTalkPipeline.from_pretrained(settings.weights) if settings.weights
                     else PortraitTalkPipeline.demo())
-    clips = sorted(test_shards.glob("*.npz"))
+    config = pipeline.config
+    if settings.split not in ("test", "val"):
+        raise InputError(f"unknown split '{settings.split}'", "use test (the figures to report) or val (tuning)")
+    data, shards = eval_data(settings, config.resolution, config.face_fraction)
+    videos, clip_shards = data / settings.split, shards[settings.split]
+    progress("training the measuring landmark regressor on the val split (kept for later runs)")
+    regressor = measuring_regressor(shards["val"], out, settings.regressor_steps, settings.seed)
+    clips = sorted(clip_shards.glob("*.npz"))
     if not clips:
-        raise InputError(f"no prepared test clips in '{test_shards}'", f"see {test_shards}/prepare_report.json")
+        raise InputError(f"no prepared {settings.split} clips in '{clip_shards}'", f"see {clip_shards}/prepare_report.json")
     # Spread the chosen clips over the test identities (clip names start with the identity).
     clips = sorted(clips, key=lambda p: (sorted(q.name for q in clips if q.name[:10] == p.name[:10]).index(p.name),
                                          p.name))
@@ -207,15 +215,16 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
     for index, path in enumerate(clips):
         shard = Shard.load(path)
         video = videos / f"{path.stem}.mp4"
-        frames, _ = read_video(video)
+        if index < max(settings.clips, settings.prompt_clips):
+            reference = read_video(video)[0][0]                # the clip's first frame is the photo
         pipeline.detector = KnownFace(sidecar_landmarks(video))
         meta = json.loads(video.with_suffix(".json").read_text())
         baselines.append(baseline_metrics(shard, regressor))
         if index < settings.clips:
             made: list[np.ndarray] = []
-            pipeline([frames[0]], _speech(shard, settings.seconds), None, GenerationSettings(
-                prompt=meta["caption"], steps=settings.steps, sampler=settings.sampler, seed=settings.seed,
-                fps=float(shard.meta["fps"])), progress=False, on_frames=made.append)
+            pipeline([reference], _speech(shard, settings.seconds), None, GenerationSettings(
+                prompt=meta["caption"], **_sampling(settings), fps=float(shard.meta["fps"])),
+                progress=False, on_frames=made.append)
             result = clip_metrics(np.concatenate(made), shard, regressor)
             per_clip.append({"clip": path.stem, **result})
             progress(f"[{index + 1}/{min(settings.clips, len(clips))}] {path.stem}: lip sync "
@@ -226,19 +235,23 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             avoid = {identity["background_colour"], identity.get("background_colour2") or ""}
             prompt, colour = recoloured_prompt(meta["caption"], path.stem, avoid)
             made = []
-            pipeline([frames[0]], _speech(shard, settings.prompt_seconds), None,
-                     GenerationSettings(prompt=prompt, steps=settings.steps, sampler=settings.sampler,
-                                        seed=settings.seed, fps=float(shard.meta["fps"])),
+            pipeline([reference], _speech(shard, settings.prompt_seconds), None,
+                     GenerationSettings(prompt=prompt, **_sampling(settings), fps=float(shard.meta["fps"])),
                      progress=False, on_frames=made.append)
             found = background_colour(np.concatenate(made), shard.arrays["head_masks"])
             prompts.append({"clip": path.stem, "prompted": colour, "found": found, "hit": found == colour,
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
     report = summarise(per_clip, baselines, prompts)
-    report["settings"] = asdict(settings)
+    report["split"], report["settings"] = settings.split, asdict(settings)
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
                                                "baselines": baselines}, indent=1))
     return report
+
+
+def _sampling(settings: EvalSettings) -> dict:
+    return dict(steps=settings.steps, sampler=settings.sampler, seed=settings.seed, text_scale=settings.text_scale,
+                identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
 
 
 def _speech(shard: Shard, seconds: float | None) -> tuple[np.ndarray, int]:
@@ -271,7 +284,7 @@ def format_report(report: dict) -> str:
         return "meets target" if report[name] >= TARGETS[name] else "BELOW target"
 
     lines = [
-        f"PortraitTalk eval: {report['clips']} test clips (held-out identities and sentences), "
+        f"PortraitTalk eval: {report['clips']} {report['split']} clips (held-out identities and sentences), "
         f"{report['prompt_clips']} prompt clips",
         f"  lip sync (aperture correlation)   {report['lip_sync']:.3f}   target >= 0.6: {verdict('lip_sync')}"
         f"   [ground truth as measured {report['ceiling_lip_sync']:.3f}, still face {report['still_lip_sync']:.3f}]",
