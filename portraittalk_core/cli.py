@@ -124,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, help="a `portraittalk synth` folder with val/ and test/ (default: made "
                                               "in OUT/synth with the demo recipe's seed)")
     ev.add_argument("--out", type=Path, default=Path("runs/eval"), help="work folder; eval.json is written here")
-    ev.add_argument("--clips", type=int, default=12, help="test clips generated in full")
+    ev.add_argument("--clips", type=int, default=12, help="test clips generated (spread over the test identities)")
     ev.add_argument("--prompt-clips", type=int, default=12, help="test clips for the prompt colour test")
-    ev.add_argument("--seconds", type=float, help="evaluate only the first SECONDS of each clip (quicker)")
-    ev.add_argument("--steps", type=int, default=25, help="sampling steps")
+    ev.add_argument("--seconds", type=float, default=3.0, help="evaluate the first SECONDS of each clip (0: all)")
+    ev.add_argument("--prompt-seconds", type=float, default=1.0, help="audio used per prompt-test clip")
+    ev.add_argument("--steps", type=int, default=10, help="sampling steps")
     ev.add_argument("--sampler", default="ddim")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
             report = evaluate(EvalSettings(
                 weights=str(args.weights) if args.weights else None, data=str(args.data) if args.data else None,
                 out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,
-                seconds=args.seconds, split=args.split, text_scale=args.text_scale,
+                seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
                 sampler=args.sampler, seed=args.seed, workers=args.workers))
             print(format_report(report))
