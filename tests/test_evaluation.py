@@ -170,3 +170,12 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path):
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["clips"][0]["clip"] and saved["prompt_clips"][0]["prompted"] != saved["prompt_clips"][0]["own"]
     assert "lip sync" in format_report(report)
+
+
+def test_chosen_clips_spread_over_identities():
+    from pathlib import Path
+
+    from portraittalk_core.evaluation.evaluate import spread_over_identities
+
+    clips = sorted(Path(f"{identity * 10}_{k:03d}.npz") for identity in "abc" for k in range(3 if identity == "a" else 1))
+    assert [p.name[:1] for p in spread_over_identities(clips)] == ["a", "b", "c", "a", "a"]

@@ -230,9 +230,7 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
     clips = sorted(clip_shards.glob("*.npz"))
     if not clips:
         raise InputError(f"no prepared {settings.split} clips in '{clip_shards}'", f"see {clip_shards}/prepare_report.json")
-    # Spread the chosen clips over the test identities (clip names start with the identity).
-    clips = sorted(clips, key=lambda p: (sorted(q.name for q in clips if q.name[:10] == p.name[:10]).index(p.name),
-                                         p.name))
+    clips = spread_over_identities(clips)
     per_clip, baselines, prompts = [], [], []
     for index, path in enumerate(clips):
         shard = Shard.load(path)
@@ -269,6 +267,16 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
                                                "baselines": baselines}, indent=1))
     return report
+
+
+def spread_over_identities(clips: list[Path]) -> list[Path]:
+    """Sorted clips reordered round-robin over identities (a clip's name starts with its identity's
+    10-character id), so the first N clips cover as many identities as they can."""
+    rank, seen = {}, {}
+    for path in clips:  # already sorted: the k-th clip of an identity gets rank k
+        rank[path] = seen.get(path.name[:10], 0)
+        seen[path.name[:10]] = rank[path] + 1
+    return sorted(clips, key=lambda p: (rank[p], p.name))
 
 
 def _sampling(settings: EvalSettings) -> dict:
