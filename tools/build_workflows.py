@@ -21,6 +21,15 @@ PROMPT = "a portrait photo of a person talking, natural light, sharp focus"
 NEGATIVE = "blurry, lowres, deformed face, extra teeth, watermark"
 
 
+def sampler(steps: int, sampler_name: str, **links) -> dict:
+    """A PortraitTalk Sampler node with the defaults every example uses; refs and audio from nodes 6 and 8."""
+    return {"class_type": "PortraitTalkSampler", "inputs": {
+        **links, "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": steps, "sampler_name": sampler_name,
+        "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
+        "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
+        "clip_frames": 0, "motion_frames": -1}}
+
+
 def sd15_basic(prompt: str = PROMPT) -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
@@ -35,12 +44,8 @@ def sd15_basic(prompt: str = PROMPT) -> dict:
         "7": {"class_type": "LoadAudio", "inputs": {"audio": "speech.wav"}},
         "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["4", 0], "audio": ["7", 0],
                                                                   "fps": 25.0}},
-        "9": {"class_type": "PortraitTalkSampler", "inputs": {
-            "model": ["1", 0], "vae": ["1", 2], "positive": ["2", 0], "negative": ["3", 0], "portraittalk": ["4", 0],
-            "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": 25, "sampler_name": "ddim",
-            "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
-            "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
-            "clip_frames": 0, "motion_frames": -1}},
+        "9": sampler(model=["1", 0], vae=["1", 2], positive=["2", 0], negative=["3", 0],
+                     portraittalk=["4", 0], steps=25, sampler_name="ddim"),
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/talk",
                                                                     "audio": ["7", 0], "crf": 18}},
@@ -86,12 +91,8 @@ def tiny_smoke() -> dict:
         "7": {"class_type": "LoadAudio", "inputs": {"audio": "portraittalk_speech.flac"}},
         "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["7", 0],
                                                                   "fps": 12.5}},
-        "9": {"class_type": "PortraitTalkSampler", "inputs": {
-            "model": ["2", 0], "vae": ["2", 1], "positive": ["3", 0], "negative": ["4", 0], "portraittalk": ["1", 0],
-            "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": 2, "sampler_name": "euler",
-            "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
-            "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
-            "clip_frames": 0, "motion_frames": -1}},
+        "9": sampler(model=["2", 0], vae=["2", 1], positive=["3", 0], negative=["4", 0],
+                     portraittalk=["1", 0], steps=2, sampler_name="euler"),
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/smoke",
                                                                     "audio": ["7", 0], "crf": 18}},
@@ -112,12 +113,8 @@ def demo() -> dict:
                                                                        "resolution": 64}},
         "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["5", 1],
                                                                   "fps": 25.0}},
-        "9": {"class_type": "PortraitTalkSampler", "inputs": {
-            "model": ["2", 0], "vae": ["2", 1], "positive": ["3", 0], "negative": ["4", 0], "portraittalk": ["1", 0],
-            "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": 25, "sampler_name": "ddim",
-            "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
-            "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
-            "clip_frames": 0, "motion_frames": -1}},
+        "9": sampler(model=["2", 0], vae=["2", 1], positive=["3", 0], negative=["4", 0],
+                     portraittalk=["1", 0], steps=25, sampler_name="ddim"),
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/demo",
                                                                     "audio": ["5", 1], "crf": 18}},
