@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from portraittalk_core.comfy_patches import Branch
 
-from .sampler import prepare_patched_model, strength_inputs
+from .sampler import prepare_patched_model, region_input, region_latents, strength_inputs
 from .types import AudioFeatures, IdentityRefs, PortraitTalk
 
 
@@ -34,25 +34,31 @@ class ApplyPortraitTalk(io.ComfyNode):
                 io.Int.Input("start_frame", default=0, min=0, max=1_000_000, tooltip="First frame of the clip."),
                 io.Int.Input("frames", default=16, min=1, max=32, tooltip="Frames in the clip (AnimateDiff: <= 32)."),
                 *strength_inputs(),
+                region_input(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The patched MODEL."),
-                io.Latent.Output(display_name="latent", tooltip="An empty latent batch, one per frame of the clip."),
+                io.Latent.Output(display_name="latent", tooltip="One latent per frame of the clip: empty, or for "
+                                                                 "region mouth the photo's with a noise mask."),
             ],
         )
 
     @classmethod
     def execute(cls, model, vae, positive, portraittalk, refs, audio_features, start_frame=0, frames=16,
-                identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0):
+                identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
+                region="model default"):
         end = min(start_frame + frames, audio_features.n_frames)
         start = min(start_frame, end - 1)
         # The stock KSampler batches [positive, negative] as chunks 0 and 1.
         branches = {0: Branch(identity=True, audio=True), 1: Branch()}
-        patched, run, device, dtype = prepare_patched_model(model, vae, positive, portraittalk, refs, branches,
+        patched, run, device, dtype, encoded = prepare_patched_model(model, vae, positive, portraittalk, refs, branches,
                                                             identity_strength, audio_strength, motion_scale,
                                                             structure_strength)
         with torch.inference_mode():
             run.audio_tokens = portraittalk.model.audio_projection(
                 audio_features.frames[start:end].to(device, dtype))
-        size = refs.pixels.shape[-1] // vae.downscale_ratio
-        return io.NodeOutput(patched, {"samples": torch.zeros(end - start, 4, size, size)})
+        first, free = region_latents(region, portraittalk.config, refs, encoded, vae.downscale_ratio)
+        latent = {"samples": first.repeat(end - start, 1, 1, 1)}
+        if free.min() < 1:  # only the mouth is generated: the stock KSampler inpaints with a noise mask
+            latent["noise_mask"] = free.repeat(end - start, 1, 1, 1)
+        return io.NodeOutput(patched, latent)

@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from portraittalk_core.clips import plan_clips
 from portraittalk_core.comfy_patches import Branch, ComfyRun
-from portraittalk_core.pipeline import BRANCHES, guidance_weights
+from portraittalk_core.pipeline import BRANCHES, guidance_weights, kept_outside_mouth
 
 from .host import check_model_family, patch_model, structure_residual
 from .types import AudioFeatures, IdentityRefs, PortraitTalk
@@ -52,7 +52,8 @@ class PortraitTalkGuider(comfy.samplers.CFGGuider):
 def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: dict[int, Branch],
                           identity_strength: float, audio_strength: float, motion_scale: float,
                           structure_strength: float):
-    """Identity tokens and the reference bank (once per generation), and the patched clone of ``model``."""
+    """Identity tokens and the reference bank (once per generation), the patched clone of ``model``, and the
+    references encoded by ``vae`` (latents as ComfyUI's samplers take them)."""
     net, config = portraittalk.model, portraittalk.config
     check_model_family(model, config)
     dtype = model.model_dtype()  # PortraitTalk's modules compute inside the UNet, in its dtype
@@ -62,7 +63,8 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
     device = portraittalk.patcher.load_device
     latent_format = model.get_model_object("latent_format")
     with torch.inference_mode():
-        ref_latents = latent_format.process_in(vae.encode((refs.pixels.permute(0, 2, 3, 1) + 1) / 2))
+        encoded = vae.encode((refs.pixels.permute(0, 2, 3, 1) + 1) / 2)   # the VAE's own latents, as samplers take
+        ref_latents = latent_format.process_in(encoded)
         tokens = net.identity_projection(refs.embeddings.to(device, dtype)[None])
         _, bank = net.identity_net(ref_latents.to(device, dtype)[None], positive[0][0].to(device, dtype), tokens,
                                    torch.full((1,), identity_strength, device=device, dtype=dtype))
@@ -74,7 +76,27 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
         residual = structure_strength * structure_residual(net.animate_net, refs.structure, device, dtype)
     patched = patch_model(model, net.animate_net, run, residual, motion_scale)
     patched.set_additional_models("portraittalk", [portraittalk.patcher])
-    return patched, run, device, dtype
+    return patched, run, device, dtype, encoded
+
+
+def region_input() -> io.Combo.Input:
+    return io.Combo.Input("region", options=["model default", "face", "mouth"], default="model default",
+                          tooltip="face: whole frames are generated. mouth: only the area around the first "
+                                  "reference's mouth is, the rest of every frame is that photo (lip sync; steadier, "
+                                  "no head motion). The demo model's default is mouth.")
+
+
+def region_latents(region: str, config, refs, encoded: torch.Tensor, downscale: int, from_photo: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start latent (1, 4, h, w), denoise mask (1, 1, h, w)) of every frame. Region "mouth" is ComfyUI
+    inpainting: frames start as the photo's latent and the mask frees only its mouth region (1 = generated).
+    ``from_photo`` (denoise < 1) starts whole-frame generation from the photo too."""
+    region = config.region if region == "model default" else region
+    photo = encoded[:1].float().cpu()
+    if region == "mouth":
+        return photo, 1 - kept_outside_mouth(refs.faces[0], downscale)[:, :, 0]
+    start = photo if from_photo else torch.zeros_like(photo)
+    return start, torch.ones(1, 1, *photo.shape[-2:])
 
 
 def _branches(names: list[str]) -> dict[int, Branch]:
@@ -118,6 +140,10 @@ class PortraitTalkSampler(io.ComfyNode):
                              tooltip="Frames denoised together; 0 = the model's default."),
                 io.Int.Input("motion_frames", default=-1, min=-1, max=31,
                              tooltip="Frames of the previous clip each clip continues from; -1 = the model's default."),
+                region_input(),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="Share of the schedule that runs, as in KSampler: below 1 every frame starts "
+                                       "from the first reference's latent noised to that level."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The frames, an IMAGE batch."),
@@ -129,10 +155,10 @@ class PortraitTalkSampler(io.ComfyNode):
     def execute(cls, model, vae, positive, negative, portraittalk, refs, audio_features, seed=0, steps=25,
                 sampler_name="ddim", scheduler="normal", text_scale=5.0, identity_scale=2.0, audio_scale=3.5,
                 identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
-                clip_frames=0, motion_frames=-1) -> io.NodeOutput:
+                clip_frames=0, motion_frames=-1, region="model default", denoise=1.0) -> io.NodeOutput:
         config = portraittalk.config
         weights = guidance_weights(text_scale, identity_scale, audio_scale)
-        patched, run, device, dtype = prepare_patched_model(
+        patched, run, device, dtype, encoded = prepare_patched_model(
             model, vae, positive, portraittalk, refs, _branches(list(weights)), identity_strength, audio_strength,
             motion_scale, structure_strength)
         net = portraittalk.model
@@ -142,16 +168,19 @@ class PortraitTalkSampler(io.ComfyNode):
         motion_frames = config.motion_frames if motion_frames < 0 else min(motion_frames, clip_frames - 1)
         clips = plan_clips(audio_features.n_frames, clip_frames, motion_frames)
         sampler = comfy.samplers.sampler_object(sampler_name)
-        sigmas = comfy.samplers.calculate_sigmas(patched.get_model_object("model_sampling"), scheduler, steps).cpu()
-        size = refs.pixels.shape[-1] // vae.downscale_ratio
+        # denoise < 1 as KSampler does it: the last ``steps`` sigmas of a schedule of steps / denoise.
+        total = steps if denoise >= 1.0 else int(steps / denoise)
+        sigmas = comfy.samplers.calculate_sigmas(patched.get_model_object("model_sampling"), scheduler, total)
+        sigmas = sigmas[-(steps + 1):].cpu()
+        start, free = region_latents(region, config, refs, encoded, vae.downscale_ratio, from_photo=denoise < 1.0)
         progress = comfy.utils.ProgressBar(len(clips))
         frames, motion = [], None
         for index, clip in enumerate(clips):
             comfy.model_management.throw_exception_if_processing_interrupted()
             with torch.inference_mode():
                 run.audio_tokens = net.audio_projection(audio_features.frames[clip.first:clip.end].to(device, dtype))
-            latent = torch.zeros(clip.length, 4, size, size)
-            mask = torch.ones(clip.length, 1, size, size)
+            latent = start.repeat(clip.length, 1, 1, 1)
+            mask = free.repeat(clip.length, 1, 1, 1)
             if clip.context:
                 latent[:clip.context], mask[:clip.context] = motion, 0.0
             noise = comfy.sample.prepare_noise(latent, seed + index)

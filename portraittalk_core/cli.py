@@ -60,6 +60,12 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--sampler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc")
+    p.add_argument("--denoise", type=float, default=1.0,
+                   help="share of the noise schedule run: 1 starts from noise; below 1 every frame starts "
+                        "from the photo noised to that level (keeps more of the photo)")
+    p.add_argument("--region", default=None, choices=("face", "mouth"),
+                   help="face: generate whole frames; mouth: generate only the mouth area, the rest is the photo "
+                        "(default: the model's; the demo model's is mouth)")
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
     p.add_argument("--audio-scale", type=float, default=3.5, help="guidance scale of the audio")
@@ -130,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt-seconds", type=float, default=1.0, help="audio used per prompt-test clip")
     ev.add_argument("--steps", type=int, default=10, help="sampling steps")
     ev.add_argument("--sampler", default="ddim")
+    ev.add_argument("--denoise", type=float, default=1.0, help="as generate's --denoise")
+    ev.add_argument("--region", default=None, choices=("face", "mouth"), help="as generate's --region")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
     for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", 3.5)):
@@ -177,7 +185,7 @@ def main_generate(args) -> int:
 
     settings = GenerationSettings(
         prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
-        text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale,
+        denoise=args.denoise, region=args.region, text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale,
         identity_strength=args.identity_strength, audio_strength=args.audio_strength,
         fps=args.fps, resolution=args.resolution, seed=args.seed)
     pipe = _pipeline(args)
@@ -268,7 +276,7 @@ def main(argv=None) -> int:
                 out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,
                 seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
-                sampler=args.sampler, seed=args.seed, workers=args.workers))
+                sampler=args.sampler, denoise=args.denoise, region=args.region, seed=args.seed, workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")
             return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from . import audio as audio_io
@@ -20,7 +21,7 @@ from .errors import WeightsError
 class References:
     faces: list                        # face.AlignedFace, one per photo
     pixels: torch.Tensor               # (R, 3, H, W) in [-1, 1]
-    structure: torch.Tensor            # (1, 4, H, W) head placement mask + landmark map, mouth left free
+    structure: torch.Tensor            # (1, 4, H, W) structure_maps of the first reference
     embeddings: torch.Tensor           # (R, E) face embeddings
 
 
@@ -58,11 +59,33 @@ def prepare_references(images: Sequence, model, detector, resolution: int, label
                                        face_fraction=model.config.face_fraction)
     pixels = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces]).float() / 127.5 - 1
     first = faces[0]
-    # The mouth is left out of the landmark map: its shape is the audio's to decide.
-    landmark_map = face_io.rasterize_landmarks(first.landmarks, first.regions, resolution,
-                                               include=("outline", "brows", "eyes", "nose"))
-    structure = torch.cat([torch.from_numpy(first.head_mask)[None], torch.from_numpy(landmark_map)])[None]
-    return References(faces, pixels, structure.float(), embed_faces(faces, pixels, model))
+    structure = structure_maps(first.head_mask, first.landmarks, first.regions)
+    return References(faces, pixels, torch.from_numpy(structure)[None], embed_faces(faces, pixels, model))
+
+
+def mouth_boxes(landmarks: np.ndarray, mouth: np.ndarray, size: int, margin: float = 0.25) -> np.ndarray:
+    """(F, 1, S, S) float masks, 1 inside each frame's mouth box (the mouth landmarks' bounds, grown by
+    ``margin`` of their size on every side)."""
+    masks = np.zeros((len(landmarks), 1, size, size), np.float32)
+    for mask, points in zip(masks, landmarks[:, mouth]):
+        low, high = points.min(0), points.max(0)
+        pad = margin * (high - low) + 1
+        (x0, y0), (x1, y1) = np.floor(low - pad).astype(int).clip(0, size), np.ceil(high + pad).astype(int).clip(0, size)
+        mask[0, y0:y1, x0:x1] = 1.0
+    return masks
+
+
+# Region="mouth" generation redraws the mouth box grown by this share of its size on every side: an open jaw
+# moves the lips well past the closed mouth's bounds.
+MOUTH_REGION_MARGIN = 0.6
+
+
+def structure_maps(head_mask: np.ndarray, landmarks: np.ndarray, regions: dict) -> np.ndarray:
+    """What AnimateNet's structure encoder reads, (4, S, S) float32 in [0, 1]: the head placement mask and the
+    landmark map without the mouth (its shape is the audio's to decide). Training and inference both call this."""
+    size = head_mask.shape[-1]
+    landmark_map = face_io.rasterize_landmarks(landmarks, regions, size, include=("outline", "brows", "eyes", "nose"))
+    return np.concatenate([head_mask[None].astype(np.float32), landmark_map.astype(np.float32)])
 
 
 def embed_faces(faces, pixels: torch.Tensor, model) -> torch.Tensor:

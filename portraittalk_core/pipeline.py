@@ -33,7 +33,7 @@ from . import audio as audio_io
 from . import face as face_io
 from .backbone import Backbone, load_backbone, random_backbone
 from .clips import Clip, plan_clips
-from .conditioning import References, prepare_audio, prepare_references
+from .conditioning import MOUTH_REGION_MARGIN, References, mouth_boxes, prepare_audio, prepare_references
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
@@ -62,6 +62,14 @@ class GenerationSettings:
     clip_frames: int | None = None
     motion_frames: int | None = None
     seed: int = 0
+    # Fraction of the noise schedule that runs. Below 1, every frame starts from the reference photo's
+    # latent noised to that level (as ComfyUI's KSampler denoise and img2img do): the coarse layout, colours
+    # and identity come from the photo, and the model redraws what changes (mouth, eyes, small motion).
+    denoise: float = 1.0
+    # What is generated: "face", the whole frame; "mouth", only a box around the photo's mouth (jaw and lips),
+    # the rest of every frame being the photo (latent inpainting, as in lip-sync models): steadier identity,
+    # no head motion or blinks. None: the model's default (its config's ``region``).
+    region: str | None = None
     decode_chunk: int = 8              # frames decoded by the VAE at once
 
 
@@ -90,6 +98,25 @@ def guidance_weights(text_scale: float, identity_scale: float, audio_scale: floa
     weights = {"uncond": 1.0 - identity_scale, "identity": identity_scale - audio_scale,
                "identity_audio": audio_scale - text_scale, "full": text_scale}
     return {name: w for name, w in weights.items() if w != 0.0}
+
+
+def start_timesteps(scheduler, steps: int, denoise: float, device) -> torch.Tensor:
+    """The scheduler's timesteps for ``steps`` steps, the last ``round(steps * denoise)`` of them (at least
+    one): a partial run from a noised image, as diffusers' img2img pipelines cut the schedule."""
+    scheduler.set_timesteps(steps, device=device)
+    keep = max(1, min(steps, round(steps * denoise)))
+    start = len(scheduler.timesteps) - keep * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+def kept_outside_mouth(face, vae_scale: int) -> torch.Tensor:
+    """(1, 1, 1, h, w) latent mask, 0 on the cells that touch the photo's mouth region and 1 elsewhere."""
+    size = face.image.shape[0]
+    box = mouth_boxes(face.landmarks[None], np.asarray(face.regions["mouth"]), size, MOUTH_REGION_MARGIN)
+    touched = torch.nn.functional.max_pool2d(torch.from_numpy(box), vae_scale)    # (1, 1, h, w)
+    return (1 - touched)[:, :, None]
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -226,11 +253,12 @@ class PortraitTalkPipeline:
 
     @torch.inference_mode()
     def reference_bank(self, refs: References, text_embeds: torch.Tensor, identity_tokens: torch.Tensor,
-                       strength: float) -> dict[str, torch.Tensor]:
+                       strength: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """IdentityNet's attention bank over the references, and the first reference's latent (1, C, h, w)."""
         ref_latents = self.backbone.encode_images(refs.pixels)[None]  # (1, R, C, h, w)
         scale = torch.full((1,), strength, device=self.device, dtype=self.dtype)
         _, bank = self.model.identity_net(ref_latents, text_embeds, identity_tokens, scale)
-        return bank
+        return bank, ref_latents[:, 0]
 
     # -- stage 5: denoising --------------------------------------------------------------------
     @torch.inference_mode()
@@ -264,11 +292,18 @@ class PortraitTalkPipeline:
         structure = repeat(cond["structure"], "1 c h w -> b c h w", b=count)
         branch_weights = torch.tensor([weights[n] for n in names], device=self.device, dtype=self.dtype)
 
-        scheduler.set_timesteps(settings.steps, device=self.device)
-        latents = noise * scheduler.init_noise_sigma
+        photo = repeat(cond["reference_latent"], "1 c h w -> 1 c f h w", f=noise.shape[2])
+        timesteps = start_timesteps(scheduler, settings.steps, settings.denoise, self.device)
+        if settings.denoise < 1.0:
+            latents = scheduler.add_noise(photo, noise, timesteps[:1])
+        else:
+            latents = noise * scheduler.init_noise_sigma
         motion_noise = noise[:, :, :clip.context]
-        for t in scheduler.timesteps:
+        keep = cond.get("keep")  # (1, 1, 1, h, w): 1 where the photo is kept (region "mouth")
+        for t in timesteps:
             _check_cancel(cancel)
+            if keep is not None:  # the kept region is the photo at the current noise level, as motion frames are
+                latents = torch.lerp(latents, scheduler.add_noise(photo, noise, t[None]), keep)
             if clip.context:
                 latents[:, :, :clip.context] = scheduler.add_noise(motion_latents, motion_noise, t[None])
             model_in = repeat(scheduler.scale_model_input(latents, t), "1 c f h w -> b c f h w", b=count)
@@ -277,6 +312,8 @@ class PortraitTalkPipeline:
             latents = scheduler.step(eps, t, latents).prev_sample
             if on_step is not None:
                 on_step()
+        if keep is not None:
+            latents = torch.lerp(latents, photo, keep)
         return latents[:, :, clip.context:]
 
     # -- stage 6: decoding -----------------------------------------------------------------------
@@ -307,6 +344,12 @@ class PortraitTalkPipeline:
                              f"use a resolution divisible by {step}, e.g. {max(step, round(resolution / step) * step)}")
         if settings.steps < 1:
             raise InputError(f"steps must be at least 1 (got {settings.steps})", "pass --steps 1 or more")
+        region = settings.region or config.region
+        if region not in ("face", "mouth"):
+            raise InputError(f"unknown region '{region}'", "use face (the whole frame) or mouth (lip sync only)")
+        if not 0.0 < settings.denoise <= 1.0:
+            raise InputError(f"denoise must be in (0, 1] (got {settings.denoise})",
+                             "pass --denoise 1 to start from noise, or e.g. 0.7 to start from the photo")
         clip_frames = settings.clip_frames or config.clip_frames
         motion_frames = config.motion_frames if settings.motion_frames is None else settings.motion_frames
         timer = StageTimer(self.device)
@@ -322,9 +365,11 @@ class PortraitTalkPipeline:
             with torch.inference_mode():
                 identity_tokens = self.model.identity_projection(
                     refs.embeddings.to(self.device, self.dtype)[None])
-            bank = self.reference_bank(refs, text, identity_tokens, settings.identity_strength)
+            bank, reference_latent = self.reference_bank(refs, text, identity_tokens, settings.identity_strength)
         cond = dict(text=text, negative=negative, identity_tokens=identity_tokens, audio_windows=features.frames,
-                    bank=bank, structure=refs.structure.to(self.device, self.dtype))
+                    bank=bank, structure=refs.structure.to(self.device, self.dtype), reference_latent=reference_latent)
+        if region == "mouth":
+            cond["keep"] = kept_outside_mouth(refs.faces[0], config.vae_scale).to(self.device, self.dtype)
 
         clips = plan_clips(n_frames, clip_frames, motion_frames)
         scheduler = make_scheduler(settings.sampler, self.backbone.schedule)

@@ -219,7 +219,7 @@ def tiny_talking_face_prompt(fps: float = 10.0, steps: int = 2) -> dict:
             "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
             "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
             "clip_frames": 0,
-            "motion_frames": -1}},
+            "motion_frames": -1, "region": "model default", "denoise": 1.0}},
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/tiny",
                                                                     "audio": ["7", 0]}},
@@ -247,7 +247,8 @@ def ksampler_prompt(strength: float, patched: bool, lora: bool = False) -> dict:
         prompt["11"] = {"class_type": "PortraitTalkApply", "inputs": {
             "model": model, "vae": ["2", 1], "positive": ["3", 0], "portraittalk": ["1", 0], "refs": ["6", 0],
             "audio_features": ["8", 0], "start_frame": 0, "frames": 4, "identity_strength": strength,
-            "audio_strength": strength, "motion_scale": strength, "structure_strength": strength}}
+            "audio_strength": strength, "motion_scale": strength, "structure_strength": strength,
+            "region": "face"}}
         model, latent = ["11", 0], ["11", 1]
     else:
         prompt["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -149,15 +151,14 @@ def test_landmark_regressor_learns_and_round_trips(tmp_path):
 
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
 def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path):
-    """synth (val + test only) -> prepare -> regressor -> generate -> every figure, on random tiny weights."""
+    """synth -> prepare -> regressor (train + val) -> generate (test) -> every figure, on random tiny weights."""
     import json
 
     from portraittalk_core.evaluation.evaluate import EvalSettings, evaluate, format_report
     from portraittalk_core.pipeline import PortraitTalkPipeline
     from portraittalk_core.synth.dataset import synth_dataset
 
-    synth_dataset(tmp_path / "synth", 3, 1, 64, seed=0, splits=("val", "test"))
-    assert not list((tmp_path / "synth" / "train").glob("*.mp4"))       # the train split is not made
+    synth_dataset(tmp_path / "synth", 3, 1, 64, seed=0)
     report = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1,
                                    prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
                       pipeline=PortraitTalkPipeline.random("demo"), progress=lambda *_: None)
@@ -170,6 +171,8 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path):
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["clips"][0]["clip"] and saved["prompt_clips"][0]["prompted"] != saved["prompt_clips"][0]["own"]
     assert "lip sync" in format_report(report)
+    trained_on = json.loads((tmp_path / "eval" / "eval.json").read_text())["regressor_clips"]
+    assert {"train", "val"} <= {Path(c).parent.name for c in trained_on} and not any("test" in c for c in trained_on)
 
 
 def test_chosen_clips_spread_over_identities():

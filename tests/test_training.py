@@ -141,6 +141,25 @@ def test_backbone_stages_then_stage_1_on_the_trained_backbone(shards, tmp_path):
     assert load_model(weights).config.vae["scaling_factor"] == scale
 
 
+def test_a_finished_vae_stage_run_again_saves_the_same_backbone(shards, tmp_path):
+    """train-demo runs every stage again to resume: a finished stage's second save must equal its first (the
+    latent scale is measured on the same frames), or every later stage would train on other latents."""
+    from safetensors.torch import load_file
+
+    first = Trainer(settings(shards, tmp_path / "vae", "vae", steps=3, checkpoint_every=3)).train()
+    saved = load_file(first)
+    again = Trainer(settings(shards, tmp_path / "vae", "vae", steps=3, checkpoint_every=3)).train()
+    assert load_model_config_scale(first) == load_model_config_scale(again)
+    assert all(torch.equal(saved[k], v) for k, v in load_file(again).items())
+
+
+def load_model_config_scale(path) -> float:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["config"])["vae"]["scaling_factor"]
+
+
 def test_vae_scaling_factor_gives_unit_variance_latents(shards):
     from portraittalk_core.config import tiny
     from portraittalk_core.backbone import random_backbone
@@ -191,7 +210,7 @@ def test_latent_cache_is_reused_only_for_the_same_vae(shards, tmp_path):
 
 
 def test_mouth_boxes_cover_the_mouth_with_a_margin():
-    from portraittalk_core.training.data import mouth_boxes
+    from portraittalk_core.conditioning import mouth_boxes
 
     landmarks = np.zeros((2, 3, 2), np.float32)
     landmarks[:, :, 0] = [[20, 30, 40], [20, 30, 40]]
@@ -200,6 +219,20 @@ def test_mouth_boxes_cover_the_mouth_with_a_margin():
     assert boxes.shape == (2, 1, 64, 64)
     assert boxes[0, 0, 44, 30] == 1 and boxes[0, 0, 44, 10] == 0 and boxes[0, 0, 58, 30] == 0
     assert boxes[1, 0, 58, 30] == 1                                       # follows each frame's mouth
+
+
+def test_structure_maps_leave_the_mouth_to_the_audio():
+    from portraittalk_core.conditioning import structure_maps
+
+    rng = np.random.default_rng(0)
+    landmarks = (rng.random((10, 2)) * 0.5 + 0.25).astype(np.float32) * SIZE
+    regions = {"outline": [0, 1, 2], "brows": [3], "eyes": [4, 5], "nose": [6], "mouth": [7, 8, 9]}
+    head = np.zeros((SIZE, SIZE), np.uint8)
+    head[10:50, 12:52] = 1
+    maps = structure_maps(head, landmarks, regions)
+    assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
+    assert np.array_equal(maps[0], head) and maps[1].max() == 1 and maps[2].max() == 1
+    assert maps[3].max() == 0                                     # no mouth in the landmark map
 
 
 def test_stage2_mouth_weight_changes_the_loss(shards, tmp_path):

@@ -6,7 +6,7 @@ the reference photo, the clip's speech and its caption as the prompt, and its fr
 clip's real frames, aligned by the same transform (the exact landmarks give both):
 
 - lip sync: Pearson correlation of the generated mouth opening with the ground truth's, per clip. The
-  generated opening is measured by a landmark regressor trained on the val split (evaluation/landmarks.py);
+  generated opening is measured by a landmark regressor trained on the train and val splits (evaluation/landmarks.py);
   the same regressor on the ground-truth frames gives the ceiling it can measure.
 - identity: SSIM of the face outside the mouth (head placement mask minus every frame's mouth box).
 - temporal stability: mean frame-to-frame change (flicker) of the output against the ground truth's.
@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..synth.identity import BACKGROUND_COLOURS
-from ..training.data import Shard, mouth_boxes
+from ..conditioning import mouth_boxes
+from ..training.data import Shard
 from ..training.prepare import prepare_folder, read_video, sidecar_landmarks, synthetic_detection
 from .adfd import adfd, face_scale, mouth_opening, ordering_test
 from .landmarks import load_regressor, save_regressor, train_landmark_regressor
@@ -54,6 +55,8 @@ class EvalSettings:
     prompt_seconds: float = 1.0     # audio used for the prompt test
     steps: int = 10
     sampler: str = "ddim"
+    denoise: float = 1.0
+    region: str | None = None       # None: the model's default
     seed: int = 0
     split: str = "test"             # "val" to tune generation settings without touching the test split
     text_scale: float = 5.0
@@ -78,9 +81,13 @@ class KnownFace:
 
 # -- data ---------------------------------------------------------------------------------------------
 
+SPLITS = ("train", "val", "test")
+
+
 def eval_data(settings: EvalSettings, resolution: int, face_fraction: float) -> tuple[Path, dict[str, Path]]:
-    """(synth folder, {split: shards}): the recipe's val and test splits, synthesised if needed and
-    prepared (aligned crops, exact landmarks) at the model's resolution and face framing."""
+    """(synth folder, {split: shards}): the recipe's splits, synthesised if needed and prepared (aligned crops,
+    exact landmarks) at the model's resolution and face framing. Train and val teach the measuring regressor;
+    test (or val, for tuning) is measured."""
     from ..training.recipe import DEMO
     from ..synth.dataset import synth_dataset
 
@@ -88,33 +95,34 @@ def eval_data(settings: EvalSettings, resolution: int, face_fraction: float) -> 
     data = Path(settings.data) if settings.data else out / "synth"
     if settings.data is None:
         synth_dataset(data, DEMO.identities, DEMO.clips_per_identity, DEMO.synth_size, seed=DEMO.seed,
-                      workers=settings.workers, splits=("val", "test"))
-    for split in ("val", "test"):
+                      workers=settings.workers)
+    for split in SPLITS:
         if not any((data / split).glob("*.mp4")):
             raise InputError(f"no {split} clips (*.mp4) in '{data / split}'",
                              "point --data at a folder made by `portraittalk synth` (or leave it out)")
     shards = {}
-    for split in ("val", "test"):
+    for split in SPLITS:
         shards[split] = out / f"shards_{resolution}" / split
         prepare_folder(data / split, shards[split], resolution, face_fraction=face_fraction, workers=settings.workers)
     return data, shards
 
 
-def measuring_regressor(val_shards: Path, out: Path, steps: int, seed: int):
-    """The landmark regressor, trained on the val split once and kept in ``out``."""
-    paths = sorted(val_shards.glob("*.npz"))
-    fingerprint = hashlib.sha256(json.dumps([str(val_shards)] + [p.name for p in paths] + [steps, seed]).encode()).hexdigest()[:16]
+def measuring_regressor(folders: list[Path], out: Path, steps: int, seed: int, progress=print):
+    """The landmark regressor, trained once on the shards in ``folders`` and kept in ``out``; and those shards."""
+    paths = sorted(p for folder in folders for p in folder.glob("*.npz"))
+    fingerprint = hashlib.sha256(json.dumps([str(p) for p in paths] + [steps, seed]).encode()).hexdigest()[:16]
     file = out / "landmark_regressor.safetensors"
     if file.exists():
         model = load_regressor(file, fingerprint)
         if model is not None:
-            return model
+            return model, paths
+    progress(f"training the measuring landmark regressor on {len(paths)} train and val clips (kept in {file})")
     shards = [Shard.load(p) for p in paths]
     frames = np.concatenate([s.arrays["frames"] for s in shards])
     landmarks = np.concatenate([s.arrays["landmarks"] for s in shards])
     model = train_landmark_regressor(frames, landmarks, steps=steps, seed=seed)
     save_regressor(model, file, fingerprint)
-    return model
+    return model, paths
 
 
 # -- measuring one clip ----------------------------------------------------------------------------------
@@ -225,8 +233,8 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
         raise InputError(f"unknown split '{settings.split}'", "use test (the figures to report) or val (tuning)")
     data, shards = eval_data(settings, config.resolution, config.face_fraction)
     videos, clip_shards = data / settings.split, shards[settings.split]
-    progress("training the measuring landmark regressor on the val split (kept for later runs)")
-    regressor = measuring_regressor(shards["val"], out, settings.regressor_steps, settings.seed)
+    regressor, regressor_clips = measuring_regressor([shards["train"], shards["val"]], out, settings.regressor_steps,
+                                                     settings.seed, progress)
     clips = sorted(clip_shards.glob("*.npz"))
     if not clips:
         raise InputError(f"no prepared {settings.split} clips in '{clip_shards}'", f"see {clip_shards}/prepare_report.json")
@@ -265,7 +273,9 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
     report = summarise(per_clip, baselines, prompts)
     report["split"], report["settings"] = settings.split, asdict(settings)
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
-                                               "baselines": baselines}, indent=1))
+                                               "baselines": baselines,
+                                               "regressor_clips": [f"{p.parent.name}/{p.name}" for p in regressor_clips]},
+                                              indent=1))
     return report
 
 
@@ -280,8 +290,9 @@ def spread_over_identities(clips: list[Path]) -> list[Path]:
 
 
 def _sampling(settings: EvalSettings) -> dict:
-    return dict(steps=settings.steps, sampler=settings.sampler, seed=settings.seed, text_scale=settings.text_scale,
-                identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
+    return dict(steps=settings.steps, sampler=settings.sampler, denoise=settings.denoise, region=settings.region,
+                seed=settings.seed,
+                text_scale=settings.text_scale, identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
 
 
 def _speech(shard: Shard, seconds: float | None) -> tuple[np.ndarray, int]:
@@ -329,7 +340,7 @@ def format_report(report: dict) -> str:
         f"   ratio {report['flicker'] / max(report['flicker_ground_truth'], 1e-12):.2f}",
         f"  ADFD                              {report['adfd']:.3f}   [ground truth {report['ceiling_adfd']:.3f}, "
         f"still face {report['still_adfd']:.3f}]",
-        f"  ADFD ordering (sync > shift > still > jitter) holds on {report['ordering_holds']} test clips",
+        f"  ADFD ordering (sync > shift > still > jitter) holds on {report['ordering_holds']} {report['split']} clips",
         f"  LMD (inter-ocular units)          {report['lmd']:.4f}   mouth {report['lmd_mouth']:.4f}"
         f"   [instrument error on ground truth {report['ceiling_lmd']:.4f}]",
         f"  PSNR                              {report['psnr']:.2f} dB",

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import face as face_io
 from ..audio import frame_windows
+from ..conditioning import mouth_boxes, structure_maps
 from ..errors import InputError
 
 
@@ -31,18 +31,6 @@ class Shard:
             arrays = {k: data[k] for k in data.files if k != "meta"}
             meta = json.loads(str(data["meta"]))
         return cls(path, meta, arrays)
-
-
-def mouth_boxes(landmarks: np.ndarray, mouth: np.ndarray, size: int, margin: float = 0.25) -> np.ndarray:
-    """(F, 1, S, S) float masks, 1 inside each frame's mouth box (the mouth landmarks' bounds, grown by
-    ``margin`` of their size on every side): where stage 2 weighs the loss up."""
-    masks = np.zeros((len(landmarks), 1, size, size), np.float32)
-    for mask, points in zip(masks, landmarks[:, mouth]):
-        low, high = points.min(0), points.max(0)
-        pad = margin * (high - low) + 1
-        (x0, y0), (x1, y1) = np.floor(low - pad).astype(int).clip(0, size), np.ceil(high + pad).astype(int).clip(0, size)
-        mask[0, y0:y1, x0:x1] = 1.0
-    return masks
 
 
 def _pixels(frames: np.ndarray) -> torch.Tensor:
@@ -110,9 +98,7 @@ class ShardDataset(torch.utils.data.Dataset):
         landmarks = shard.arrays["landmarks"]
         regions = {k: np.asarray(v) for k, v in shard.meta["regions"].items()}
         size = frames.shape[1]
-        landmark_map = face_io.rasterize_landmarks(landmarks[start], regions, size,
-                                                   include=("outline", "brows", "eyes", "nose"))
-        structure = np.concatenate([shard.arrays["head_masks"][None].astype(np.float32), landmark_map])
+        structure = structure_maps(shard.arrays["head_masks"], landmarks[start], regions)
         features = torch.from_numpy(shard.arrays["audio_features"].astype(np.float32))
         windows = frame_windows(features, shard.meta["feature_rate"], shard.meta["fps"], n, self.audio_window)
         sample = {

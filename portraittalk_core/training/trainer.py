@@ -364,6 +364,9 @@ class Trainer:
         self.ema.copy_to(self.params)
         try:
             if self.s.stage == "vae":
+                # Frames drawn as the last step's epoch draws them: a run resumed at its end (whose loop never
+                # runs) then measures the same frames, and so the same factor, as the run that trained.
+                self.dataset.use_epoch(max(0, self.step - 1) // max(1, len(self.loader)))
                 pixels = torch.cat([self.dataset[i]["frames"][:1] for i in range(min(64, len(self.dataset)))])
                 scale = latent_scaling_factor(self.backbone.vae, pixels)
                 self.backbone.vae.register_to_config(scaling_factor=scale)
