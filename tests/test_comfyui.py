@@ -237,7 +237,7 @@ def test_tiny_talking_face_runs_end_to_end(comfy):
     assert abs(info.audio_duration - 0.8) <= 0.1
 
 
-def ksampler_prompt(strength: float, patched: bool, lora: bool = False) -> dict:
+def ksampler_prompt(strength: float, patched: bool, lora: bool = False, region: str = "face") -> dict:
     """Stock KSampler on the tiny MODEL, either as it is or through Apply PortraitTalk."""
     prompt = tiny_talking_face_prompt()
     for node in ("9", "10"):
@@ -248,7 +248,7 @@ def ksampler_prompt(strength: float, patched: bool, lora: bool = False) -> dict:
             "model": model, "vae": ["2", 1], "positive": ["3", 0], "portraittalk": ["1", 0], "refs": ["6", 0],
             "audio_features": ["8", 0], "start_frame": 0, "frames": 4, "identity_strength": strength,
             "audio_strength": strength, "motion_scale": strength, "structure_strength": strength,
-            "region": "face"}}
+            "region": region}}
         model, latent = ["11", 0], ["11", 1]
     else:
         prompt["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 4}}
@@ -277,6 +277,24 @@ def test_patched_model_with_every_scale_at_zero_reproduces_the_model(comfy):
     plain, zero, full = (_saved_latent(base, r) for r in (plain, zero, full))
     assert torch.equal(zero, plain)   # bit for bit: every PortraitTalk path off is the plain model
     assert (full - plain).abs().max() > 1e-3
+
+
+def test_apply_with_region_mouth_lets_the_stock_ksampler_redraw_only_the_mouth(comfy):
+    """Apply PortraitTalk (region mouth) -> KSampler: the latent's noise mask frees the mouth region only, so
+    the samples keep the photo's latent elsewhere and change inside."""
+    url, base = comfy
+    prompt = ksampler_prompt(1.0, patched=True, region="mouth")
+    prompt["14"] = {"class_type": "SaveLatent", "inputs": {"samples": ["11", 1], "filename_prefix": "latents/start"}}
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    from safetensors.torch import load_file
+
+    made = _saved_latent(base, result)
+    saved = result["outputs"]["14"]["latents"][0]
+    start = load_file(str(base / "output" / saved["subfolder"] / saved["filename"]))["latent_tensor"]
+    assert made.shape == start.shape and torch.equal(start[0], start[-1])   # every frame starts as the photo
+    changed = (made - start).abs().amax(dim=(0, 1)) > 1e-4                  # (h, w): where anything was redrawn
+    assert 0 < changed.float().mean() < 0.5
 
 
 def test_a_lora_upstream_changes_the_output(comfy):
