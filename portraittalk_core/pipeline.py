@@ -119,6 +119,21 @@ def kept_outside_mouth(face, vae_scale: int) -> torch.Tensor:
     return (1 - touched)[:, :, None]
 
 
+def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents: torch.Tensor | None,
+                  context: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(known latents, mask) for one clip of ``photo``'s shape (1, C, F, h, w), the mask 1 where the latents are
+    known: the photo where ``keep`` (1, 1, 1, h, w) says so, and the first ``context`` frames, which are the
+    previous clip's ``motion_latents``. (None, None) when nothing is known."""
+    if keep is None and not context:
+        return None, None
+    known, mask = photo.clone(), torch.zeros_like(photo[:, :1])
+    if keep is not None:
+        mask[:] = keep
+    if context:
+        known[:, :, :context], mask[:, :, :context] = motion_latents, 1.0
+    return known, mask
+
+
 # -- timing --------------------------------------------------------------------------------------
 class StageTimer:
     """Wall-clock seconds per pipeline stage (synchronising the GPU, so the numbers mean something)."""
@@ -271,8 +286,9 @@ class PortraitTalkPipeline:
                      ) -> torch.Tensor:
         """Denoise one clip; returns the latents of its new frames (1, C, new, h, w).
 
-        The motion frames (already generated) are put back at the current noise level before every
-        step, so the new frames are denoised in temporal attention with them: inpainting in time.
+        What is known (``known_latents``: the motion frames, and for region "mouth" the photo outside the
+        mouth) is put back at the current noise level before every step, so the rest is denoised in attention
+        with it: inpainting in time and in space.
         """
         weights = guidance_weights(settings.text_scale, settings.identity_scale, settings.audio_scale)
         names = list(weights)
@@ -298,22 +314,19 @@ class PortraitTalkPipeline:
             latents = scheduler.add_noise(photo, noise, timesteps[:1])
         else:
             latents = noise * scheduler.init_noise_sigma
-        motion_noise = noise[:, :, :clip.context]
-        keep = cond.get("keep")  # (1, 1, 1, h, w): 1 where the photo is kept (region "mouth")
+        known, known_mask = known_latents(photo, cond.get("keep"), motion_latents, clip.context)
         for t in timesteps:
             _check_cancel(cancel)
-            if keep is not None:  # the kept region is the photo at the current noise level, as motion frames are
-                latents = torch.lerp(latents, scheduler.add_noise(photo, noise, t[None]), keep)
-            if clip.context:
-                latents[:, :, :clip.context] = scheduler.add_noise(motion_latents, motion_noise, t[None])
+            if known is not None:  # what is known goes back in at the current noise level: inpainting
+                latents = torch.lerp(latents, scheduler.add_noise(known, noise, t[None]), known_mask)
             model_in = repeat(scheduler.scale_model_input(latents, t), "1 c f h w -> b c f h w", b=count)
             eps = self.model.animate_net(model_in, t, text, ctx, structure)
             eps = torch.einsum("b,bcfhw->cfhw", branch_weights, eps)[None]
             latents = scheduler.step(eps, t, latents).prev_sample
             if on_step is not None:
                 on_step()
-        if keep is not None:
-            latents = torch.lerp(latents, photo, keep)
+        if known is not None:
+            latents = torch.lerp(latents, known, known_mask)
         return latents[:, :, clip.context:]
 
     # -- stage 6: decoding -----------------------------------------------------------------------

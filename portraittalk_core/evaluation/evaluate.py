@@ -158,23 +158,21 @@ def clip_metrics(generated: np.ndarray, shard: Shard, regressor) -> dict:
     }
 
 
-def autoencoded(frames: np.ndarray, backbone, chunk: int = 32) -> np.ndarray:
-    """uint8 frames through the model's VAE and back: the best any output of this model can look."""
+def autoencoded(frames: np.ndarray, pipeline, chunk: int = 32) -> np.ndarray:
+    """uint8 frames through the model's VAE and back, decoded as the pipeline decodes its outputs: the best any
+    output of this model can look."""
     import torch
+    from einops import rearrange
 
-    vae, out = backbone.vae, []
     with torch.inference_mode():
-        for i in range(0, len(frames), chunk):
-            pixels = torch.from_numpy(frames[i:i + chunk]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            latents = backbone.encode_images(pixels)
-            images = vae.decode(latents / vae.config.scaling_factor).sample.float().clamp(-1, 1)
-            out.append(((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out)
+        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+        latents = torch.cat([pipeline.backbone.encode_images(pixels[i:i + chunk]) for i in range(0, len(pixels), chunk)])
+    return np.concatenate([f.numpy() for f in pipeline.decode(rearrange(latents, "f c h w -> 1 c f h w"), chunk)])
 
 
-def baseline_metrics(shard: Shard, regressor, backbone=None) -> dict:
+def baseline_metrics(shard: Shard, regressor, pipeline=None) -> dict:
     """The instrument's ceiling (the ground truth measured as the output is), a still face's figures and,
-    with the model's backbone, the ground truth through its VAE (the ceiling of image fidelity)."""
+    with the model's pipeline, the ground truth through its VAE (the ceiling of image fidelity)."""
     real = shard.arrays["frames"]
     truth = shard.arrays["landmarks"]
     regions = {k: np.asarray(v) for k, v in shard.meta["regions"].items()}
@@ -184,8 +182,8 @@ def baseline_metrics(shard: Shard, regressor, backbone=None) -> dict:
     scores, ordered = ordering_test(truth, regions, samples, 16000, fps)
     true_opening = mouth_opening(truth, regions)
     extra = {}
-    if backbone is not None:
-        roundtrip = clip_metrics(autoencoded(real, backbone), shard, regressor)
+    if pipeline is not None:
+        roundtrip = clip_metrics(autoencoded(real, pipeline), shard, regressor)
         extra = {"vae_identity_ssim": roundtrip["identity_ssim"], "vae_lip_sync": roundtrip["lip_sync"]}
     return {
         **extra,
@@ -247,7 +245,7 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             reference = read_video(video)[0][0]                # the clip's first frame is the photo
         pipeline.detector = KnownFace(sidecar_landmarks(video))
         meta = json.loads(video.with_suffix(".json").read_text())
-        baselines.append(baseline_metrics(shard, regressor, pipeline.backbone if index < settings.clips else None))
+        baselines.append(baseline_metrics(shard, regressor, pipeline if index < settings.clips else None))
         if index < settings.clips:
             made: list[np.ndarray] = []
             pipeline([reference], _speech(shard, settings.seconds), None, GenerationSettings(
