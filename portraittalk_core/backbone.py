@@ -8,7 +8,6 @@ the tiny test model and for benchmarks.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .config import PortraitTalkConfig
 from .errors import WeightsError
+from .tokenizers import make_tokenizer
 
 # Stable Diffusion 1.5's training noise schedule (scheduler_config.json of the original release).
 SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
@@ -66,35 +66,10 @@ class Backbone:
         return folder
 
 
-def byte_level_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer over single bytes (no merges), for models trained from scratch.
-
-    It is built from data generated here, so tiny models need no vocabulary files.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = [], 0
-    for byte in range(256):  # GPT-2's reversible byte -> unicode map, as CLIP's BPE uses
-        if byte in printable:
-            codes.append(byte)
-        else:
-            codes.append(256 + extra)
-            extra += 1
-    chars = [chr(c) for c in codes]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(folder) / "merges.txt").write_text("#version: 0.2\n")
-        return CLIPTokenizer(str(Path(folder) / "vocab.json"), str(Path(folder) / "merges.txt"),
-                             model_max_length=77)
-
-
 def random_backbone(config: PortraitTalkConfig, seed: int = 0) -> Backbone:
     """A backbone of the config's shapes with random weights (tests, benchmarks)."""
     torch.manual_seed(seed)
-    tokenizer = byte_level_tokenizer() if config.name != "sd15" else None
+    tokenizer = make_tokenizer(config.tokenizer) if config.name != "sd15" else None
     text_config = dict(config.text_encoder)
     if tokenizer is not None:
         text_config["vocab_size"] = max(text_config["vocab_size"], len(tokenizer))
@@ -102,7 +77,7 @@ def random_backbone(config: PortraitTalkConfig, seed: int = 0) -> Backbone:
                            pad_token_id=tokenizer.pad_token_id)
     else:
         # SD1.5's real vocabulary is not shipped; random weights only need token ids in range.
-        tokenizer = byte_level_tokenizer()
+        tokenizer = make_tokenizer("byte_level")
     return Backbone(
         vae=AutoencoderKL(**config.vae).eval(),
         text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)).eval(),
@@ -122,7 +97,7 @@ def backbone_tensors(backbone: Backbone, prefix: str = "") -> dict[str, torch.Te
 
 def backbone_from_tensors(config: PortraitTalkConfig, tensors: dict[str, torch.Tensor], prefix: str = "",
                           dtype=torch.float32) -> Backbone:
-    """A backbone of ``config``'s shapes (byte-level tokenizer) with the given weights: our own small backbones
+    """A backbone of ``config``'s shapes (and tokenizer) with the given weights: our own small backbones
     (the embedded demo model), trained from scratch by ``portraittalk train --stage vae|base``."""
     from .weights import check_state_dict
 
@@ -145,7 +120,7 @@ def save_backbone(backbone: Backbone, config: PortraitTalkConfig, path) -> Path:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in backbone_tensors(backbone).items()}
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata={"format": "portraittalk-backbone", "config": config.to_json(),
-                                               "tokenizer": "byte_level"})
+                                               "tokenizer": config.tokenizer})
     partial.replace(path)
     return path
 

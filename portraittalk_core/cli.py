@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
                        ("--seed", int), ("--checkpoint-every", int), ("--ema-decay", float),
-                       ("--warmup-steps", int), ("--mouth-weight", float)):
+                       ("--warmup-steps", int), ("--mouth-weight", float), ("--noise-offset", float)):
         train.add_argument(flag, type=kind)
     train.add_argument("--lr-schedule", choices=("constant", "cosine"))
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
@@ -233,7 +233,7 @@ def main_train(args) -> int:
         values["config"] = args.config
     for name in ("data", "out", "init", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
                  "ema_decay", "mixed_precision", "gradient_checkpointing", "warmup_steps", "mouth_weight",
-                 "lr_schedule"):
+                 "noise_offset", "lr_schedule"):
         value = getattr(args, name)
         if value is not None:
             values[name] = str(value) if isinstance(value, Path) else value

@@ -45,6 +45,7 @@ class PortraitTalkConfig:
     structure_channels: tuple[int, ...] = (16, 32, 96, 256)
     face_fraction: float = 0.35  # eyes-to-chin share of the frame height: head, hair and shoulders in view
     region: str = "face"         # what generation redraws by default: "face" (whole frames) or "mouth" (lip sync)
+    tokenizer: str = "byte_level"       # a backbone trained here: tokenizers.TOKENIZERS (SD1.5 brings CLIP's)
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -161,6 +162,8 @@ def demo() -> PortraitTalkConfig:
                  up_block_types=("UpDecoderBlock2D",) * 3),
         unet=dict(base.unet, sample_size=16),
         structure_channels=(8, 16, 16),
+        # Whole words: byte by byte, 77 positions held only the first half of a caption (the background never).
+        tokenizer="caption_words",
         # Trained in minutes on a CPU, it cannot draw whole frames that hold together (see README, "the demo
         # model"); redrawing only the mouth region of the photo, it makes steady lip-synced video.
         region="mouth",

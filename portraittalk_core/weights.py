@@ -37,7 +37,7 @@ def save_model(model, path, metadata: dict[str, str] | None = None, backbone=Non
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json(), **(metadata or {})}
     if backbone is not None:
-        meta["backbone"] = "byte_level"
+        meta["backbone"] = model.config.tokenizer  # the file carries a backbone (and names its tokenizer)
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata=meta)
     os.replace(partial, path)

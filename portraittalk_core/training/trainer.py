@@ -75,6 +75,7 @@ class TrainSettings:
     drop_identity: float = 0.1
     drop_audio: float = 0.1
     masked_weight: float = 2.0
+    noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
     warmup_steps: int = 0
@@ -201,6 +202,15 @@ class Trainer:
     def _randn(self, shape) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator).to(self.device)
 
+    def _noise(self, shape) -> torch.Tensor:
+        """Training noise: Gaussian, plus ``noise_offset`` times one Gaussian per sample and channel (offset
+        noise). Without it the noisiest inputs still carry the image's mean colour (at t = T, sqrt(a_t) is
+        0.07), so a network learns to take flat colours from its input and never from the prompt."""
+        noise = self._randn(shape)
+        if self.s.noise_offset:
+            noise = noise + self.s.noise_offset * self._randn(shape[:2] + (1,) * (len(shape) - 2))
+        return noise
+
     def _keep(self, n: int, drop: float) -> torch.Tensor:
         return (torch.rand(n, generator=self.generator) >= drop).float().to(self.device)
 
@@ -216,7 +226,7 @@ class Trainer:
 
     def base_loss(self, batch: dict) -> torch.Tensor:
         clean = batch["latents"][:, 0].to(self.device)
-        noise = self._randn(clean.shape)
+        noise = self._noise(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
         captions = [c if k else "" for c, k in zip(batch["caption"], keep)]
@@ -229,7 +239,7 @@ class Trainer:
         size = frames.shape[-1]
         masks = random_masks(self.generator, frames.shape[0], size).to(self.device)
         clean, corrupted = batch["latents"][:, 0].to(self.device), self.backbone.encode_images(frames * (1 - masks))
-        noise = self._randn(clean.shape)
+        noise = self._noise(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         text = self.text(batch["caption"], self.s.drop_text)
         tokens = self.identity_tokens(batch)
@@ -243,7 +253,7 @@ class Trainer:
         videos, frames = batch["frames"].shape[:2]
         latents = batch["latents"].transpose(1, 2).to(self.device)       # (V, C, F, h, w), cached
 
-        noise = self._randn(latents.shape)
+        noise = self._noise(latents.shape)
         t, a_t = self._timesteps(videos)
         noisy = noised(latents, noise, a_t)
         # Motion frames: half of the clips start with clean frames, as later clips do at inference.
