@@ -10,6 +10,7 @@ from .backbone import BackboneLoader, TextEncode
 from .demo_inputs import DemoInputs
 from .identity_refs import LoadIdentityRefs
 from .loader import PortraitTalkLoader
+from .paste_photo import PastePhoto
 from .sampler import PortraitTalkSampler
 from .video_combine import VideoCombine
 
@@ -18,7 +19,7 @@ class PortraitTalkExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, PortraitTalkSampler, VideoCombine,
-                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs]
+                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs, PastePhoto]
 
 
 async def comfy_entrypoint() -> PortraitTalkExtension:

@@ -10,7 +10,8 @@ from comfy_api.latest import io
 
 from portraittalk_core.comfy_patches import Branch
 
-from .sampler import prepare_patched_model, region_input, region_latents, strength_inputs
+from .region import region_input, region_latents
+from .sampler import prepare_patched_model, strength_inputs
 from .types import AudioFeatures, IdentityRefs, PortraitTalk
 
 

@@ -13,9 +13,10 @@ from comfy_api.latest import io
 
 from portraittalk_core.clips import plan_clips
 from portraittalk_core.comfy_patches import Branch, ComfyRun
-from portraittalk_core.pipeline import BRANCHES, guidance_weights, kept_outside_mouth
+from portraittalk_core.pipeline import BRANCHES, guidance_weights
 
 from .host import check_model_family, patch_model, structure_residual
+from .region import paste_photo_input, pasted, region_input, region_latents
 from .types import AudioFeatures, IdentityRefs, PortraitTalk
 
 
@@ -79,26 +80,6 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
     return patched, run, device, dtype, encoded
 
 
-def region_input() -> io.Combo.Input:
-    return io.Combo.Input("region", options=["model default", "face", "mouth"], default="model default",
-                          tooltip="face: whole frames are generated. mouth: only the area around the first "
-                                  "reference's mouth is, the rest of every frame is that photo (lip sync; steadier, "
-                                  "no head motion). The demo model's default is mouth.")
-
-
-def region_latents(region: str, config, refs, encoded: torch.Tensor, downscale: int, from_photo: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(start latent (1, 4, h, w), denoise mask (1, 1, h, w)) of every frame. Region "mouth" is ComfyUI
-    inpainting: frames start as the photo's latent and the mask frees only its mouth region (1 = generated).
-    ``from_photo`` (denoise < 1) starts whole-frame generation from the photo too."""
-    region = config.region if region == "model default" else region
-    photo = encoded[:1].float().cpu()
-    if region == "mouth":
-        return photo, 1 - kept_outside_mouth(refs.faces[0], downscale)[:, :, 0]
-    start = photo if from_photo else torch.zeros_like(photo)
-    return start, torch.ones(1, 1, *photo.shape[-2:])
-
-
 def _branches(names: list[str]) -> dict[int, Branch]:
     # calc_cond_batch reports each chunk by its index in the conds list: that index picks the branch.
     return {i: Branch(identity=BRANCHES[n][1], audio=BRANCHES[n][2]) for i, n in enumerate(names)}
@@ -144,6 +125,7 @@ class PortraitTalkSampler(io.ComfyNode):
                 io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                                tooltip="Share of the schedule that runs, as in KSampler: below 1 every frame starts "
                                        "from the first reference's latent noised to that level."),
+                paste_photo_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The frames, an IMAGE batch."),
@@ -155,7 +137,8 @@ class PortraitTalkSampler(io.ComfyNode):
     def execute(cls, model, vae, positive, negative, portraittalk, refs, audio_features, seed=0, steps=25,
                 sampler_name="ddim", scheduler="normal", text_scale=5.0, identity_scale=2.0, audio_scale=3.5,
                 identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
-                clip_frames=0, motion_frames=-1, region="model default", denoise=1.0) -> io.NodeOutput:
+                clip_frames=0, motion_frames=-1, region="model default", denoise=1.0,
+                paste_photo=True) -> io.NodeOutput:
         config = portraittalk.config
         weights = guidance_weights(text_scale, identity_scale, audio_scale)
         patched, run, device, dtype, encoded = prepare_patched_model(
@@ -191,4 +174,7 @@ class PortraitTalkSampler(io.ComfyNode):
             motion = samples[samples.shape[0] - motion_frames:] if motion_frames else None
             frames.append(vae.decode(samples[clip.context:]))
             progress.update(1)
-        return io.NodeOutput(torch.cat(frames).float(), float(audio_features.fps))
+        frames = torch.cat(frames).float()
+        if paste_photo:
+            frames = pasted(frames, refs, config, region, vae.downscale_ratio)
+        return io.NodeOutput(frames, float(audio_features.fps))

@@ -66,6 +66,9 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
     p.add_argument("--region", default=None, choices=("face", "mouth"),
                    help="face: generate whole frames; mouth: generate only the mouth area, the rest is the photo "
                         "(default: the model's; the demo model's is mouth)")
+    p.add_argument("--paste-photo", action=argparse.BooleanOptionalAction, default=True,
+                   help="region mouth: outside the mouth area, frames are the photo's own pixels (feathered seam); "
+                        "--no-paste-photo keeps the decoded frames")
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
     p.add_argument("--audio-scale", type=float, default=3.5, help="guidance scale of the audio")
@@ -138,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sampler", default="ddim")
     ev.add_argument("--denoise", type=float, default=1.0, help="as generate's --denoise")
     ev.add_argument("--region", default=None, choices=("face", "mouth"), help="as generate's --region")
+    ev.add_argument("--paste-photo", action=argparse.BooleanOptionalAction, default=True,
+                    help="as generate's --paste-photo")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
     for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", 3.5)):
@@ -185,9 +190,9 @@ def main_generate(args) -> int:
 
     settings = GenerationSettings(
         prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
-        denoise=args.denoise, region=args.region, text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale,
-        identity_strength=args.identity_strength, audio_strength=args.audio_strength,
-        fps=args.fps, resolution=args.resolution, seed=args.seed)
+        denoise=args.denoise, region=args.region, paste_photo=args.paste_photo, text_scale=args.text_scale,
+        identity_scale=args.identity_scale, audio_scale=args.audio_scale, identity_strength=args.identity_strength,
+        audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed)
     pipe = _pipeline(args)
     result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref])
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
@@ -276,7 +281,8 @@ def main(argv=None) -> int:
                 out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,
                 seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
-                sampler=args.sampler, denoise=args.denoise, region=args.region, seed=args.seed, workers=args.workers))
+                sampler=args.sampler, denoise=args.denoise, region=args.region, paste_photo=args.paste_photo,
+                seed=args.seed, workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")
             return 0

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from einops import rearrange, repeat
@@ -70,6 +71,9 @@ class GenerationSettings:
     # the rest of every frame being the photo (latent inpainting, as in lip-sync models): steadier identity,
     # no head motion or blinks. None: the model's default (its config's ``region``).
     region: str | None = None
+    # Region "mouth": outside the redrawn cells every frame is the photo's own pixels, not their VAE round trip,
+    # with a feathered seam (as lip-sync tools paste the mouth back). False: the decoded frames as they are.
+    paste_photo: bool = True
     decode_chunk: int = 8              # frames decoded by the VAE at once
 
 
@@ -117,6 +121,22 @@ def kept_outside_mouth(face, vae_scale: int) -> torch.Tensor:
     box = mouth_boxes(face.landmarks[None], np.asarray(face.regions["mouth"]), size, MOUTH_REGION_MARGIN)
     touched = torch.nn.functional.max_pool2d(torch.from_numpy(box), vae_scale)    # (1, 1, h, w)
     return (1 - touched)[:, :, None]
+
+
+def paste_weights(keep: torch.Tensor, vae_scale: int) -> np.ndarray:
+    """(H, W, 1) float32 weight of the generated frame over the photo: 0 outside the redrawn latent cells (``keep``
+    is 1 there, (1, 1, 1, h, w)), rising smoothly inside them to 1, so the seam sits inside the redrawn region."""
+    redrawn = 1.0 - keep[0, 0, 0].float().cpu().numpy()
+    pixels = np.kron(redrawn, np.ones((vae_scale, vae_scale), np.float32))
+    soft = cv2.GaussianBlur(pixels, (0, 0), sigmaX=float(vae_scale))
+    return (pixels * soft)[..., None].astype(np.float32)
+
+
+def paste_over_photo(frames, photo, weights):
+    """Frames (n, H, W, 3) blended over the photo (H, W, 3) of the same scale with ``paste_weights`` (H, W, 1):
+    float arrays or tensors; uint8 in, uint8 out."""
+    blended = photo[None] * (1.0 - weights) + frames * weights
+    return np.round(blended).astype(np.uint8) if frames.dtype == np.uint8 else blended
 
 
 def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents: torch.Tensor | None,
@@ -381,8 +401,11 @@ class PortraitTalkPipeline:
             bank, reference_latent = self.reference_bank(refs, text, identity_tokens, settings.identity_strength)
         cond = dict(text=text, negative=negative, identity_tokens=identity_tokens, audio_windows=features.frames,
                     bank=bank, structure=refs.structure.to(self.device, self.dtype), reference_latent=reference_latent)
+        paste = None
         if region == "mouth":
             cond["keep"] = kept_outside_mouth(refs.faces[0], config.vae_scale).to(self.device, self.dtype)
+            if settings.paste_photo:
+                paste = (refs.faces[0].image, paste_weights(cond["keep"], config.vae_scale))
 
         clips = plan_clips(n_frames, clip_frames, motion_frames)
         scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
@@ -412,11 +435,12 @@ class PortraitTalkPipeline:
                     full = new if motion_latents is None else torch.cat([motion_latents, new], dim=2)
                     motion_latents = full[:, :, full.shape[2] - motion_frames:] if motion_frames else None
                     for frames in _timed_iter(self.decode(new, settings.decode_chunk), timer, "decode"):
+                        frames = frames.numpy() if paste is None else paste_over_photo(frames.numpy(), *paste)
                         with timer("write"):
                             if writer is not None:
-                                writer.write(frames.numpy())
+                                writer.write(frames)
                         if on_frames is not None:
-                            on_frames(frames.numpy())
+                            on_frames(frames)
                     del new, full
                     if on_clip is not None:
                         on_clip(clip)

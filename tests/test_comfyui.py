@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI or ".") / "main
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the ComfyUI tests")
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ["PortraitTalkApply", "PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkSampler",
-         "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode"]
+         "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode", "PortraitTalkPastePhoto"]
 
 
 def _free_port() -> int:
@@ -219,7 +219,7 @@ def tiny_talking_face_prompt(fps: float = 10.0, steps: int = 2) -> dict:
             "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
             "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
             "clip_frames": 0,
-            "motion_frames": -1, "region": "model default", "denoise": 1.0}},
+            "motion_frames": -1, "region": "model default", "denoise": 1.0, "paste_photo": True}},
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/tiny",
                                                                     "audio": ["7", 0]}},
@@ -295,6 +295,44 @@ def test_apply_with_region_mouth_lets_the_stock_ksampler_redraw_only_the_mouth(c
     assert made.shape == start.shape and torch.equal(start[0], start[-1])   # every frame starts as the photo
     changed = (made - start).abs().amax(dim=(0, 1)) > 1e-4                  # (h, w): where anything was redrawn
     assert 0 < changed.float().mean() < 0.5
+
+
+def _saved_images(base, result, node: str):
+    from PIL import Image
+    import numpy as np
+
+    return np.stack([np.asarray(Image.open(base / "output" / saved["subfolder"] / saved["filename"]), dtype=np.int16)
+                     for saved in result["outputs"][node]["images"]])
+
+
+def test_region_mouth_frames_get_the_photos_own_pixels_back(comfy):
+    """paste_photo on PortraitTalk Sampler, and Paste Photo after the stock KSampler + VAE Decode: outside the mouth
+    area the frames are the aligned photo (to SaveImage's rounding); without pasting they are the VAE's version."""
+    url, base = comfy
+    aligned = {"class_type": "SaveImage", "inputs": {"images": ["6", 1], "filename_prefix": "paste/aligned"}}
+    share = {}
+    for paste in (True, False):
+        prompt = tiny_talking_face_prompt()
+        prompt["9"]["inputs"].update(region="mouth", paste_photo=paste)
+        prompt["21"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "paste/frames"}}
+        prompt["22"] = aligned
+        result = run_prompt(url, prompt)
+        assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+        frames, photo = _saved_images(base, result, "21"), _saved_images(base, result, "22")[0]
+        share[paste] = float((abs(frames - photo).max(axis=(0, 3)) <= 1).mean())   # pixels equal in every frame
+    assert share[True] > 0.5 and share[False] < 0.5 * share[True]
+
+    prompt = ksampler_prompt(1.0, patched=True, region="mouth")
+    del prompt["13"]
+    prompt["14"] = {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["2", 1]}}
+    prompt["15"] = {"class_type": "PortraitTalkPastePhoto", "inputs": {"images": ["14", 0], "refs": ["6", 0],
+                                                                      "portraittalk": ["1", 0], "region": "mouth"}}
+    prompt["21"] = {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "paste/ksampler"}}
+    prompt["22"] = aligned
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    frames, photo = _saved_images(base, result, "21"), _saved_images(base, result, "22")[0]
+    assert (abs(frames - photo).max(axis=(0, 3)) <= 1).mean() > 0.5
 
 
 def test_a_lora_upstream_changes_the_output(comfy):

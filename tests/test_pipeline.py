@@ -217,6 +217,31 @@ def test_mouth_region_keeps_the_photo_everywhere_else(tiny_pipe, reference_path,
         tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(region="eyes"), progress=False)
 
 
+def test_mouth_region_frames_are_the_photos_pixels_outside_the_redrawn_cells(tiny_pipe, reference_path):
+    """paste_photo (the default): outside the redrawn cells every frame is the aligned photo, pixel for pixel, and
+    the generated frame shows inside them; without it the frames are the decoded latents everywhere."""
+    from portraittalk_core.pipeline import kept_outside_mouth, paste_weights
+
+    refs = tiny_pipe.prepare_references([reference_path], tiny_pipe.config.resolution)
+    photo = refs.faces[0].image
+    weights = paste_weights(kept_outside_mouth(refs.faces[0], tiny_pipe.config.vae_scale), tiny_pipe.config.vae_scale)
+    assert weights.shape == (*photo.shape[:2], 1) and weights.min() == 0 and 0.5 < weights.max() <= 1
+    outside = weights[..., 0] == 0
+    assert 0.5 < outside.mean() < 1
+    frames = {}
+    for paste in (True, False):
+        made = []
+        tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(region="mouth", paste_photo=paste),
+                  progress=False, on_frames=made.append)
+        frames[paste] = np.concatenate(made)
+    assert np.array_equal(frames[True][:, outside], np.broadcast_to(photo[outside], frames[True][:, outside].shape))
+    assert not np.array_equal(frames[False][:, outside], np.broadcast_to(photo[outside], frames[False][:, outside].shape))
+    # Inside, the generated frame's share is the weight: the pasted frame is within (1 - w) * 255 of it.
+    gap = np.abs(frames[True].astype(float) - frames[False])
+    assert (gap <= (1 - weights) * 255 + 0.5).all()
+    assert (gap[:, weights[..., 0] > 0.5] < gap[:, outside].mean()).mean() > 0.5
+
+
 def test_low_denoise_stays_near_the_photo(tiny_pipe, reference_path, monkeypatch):
     """Started from the photo's latent at a low noise level, even random weights end near it; started from pure
     noise they do not."""

@@ -28,7 +28,7 @@ def sampler(steps: int, sampler_name: str, **links) -> dict:
         "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
         "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
         "clip_frames": 0, "motion_frames": -1, "region": "model default",
-        "denoise": 1.0}}
+        "denoise": 1.0, "paste_photo": True}}
 
 
 def sd15_basic(prompt: str = PROMPT) -> dict:

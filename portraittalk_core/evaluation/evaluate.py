@@ -57,6 +57,7 @@ class EvalSettings:
     sampler: str = "ddim"
     denoise: float = 1.0
     region: str | None = None       # None: the model's default
+    paste_photo: bool = True        # region mouth: the photo's own pixels outside the mouth (GenerationSettings)
     seed: int = 0
     split: str = "test"             # "val" to tune generation settings without touching the test split
     text_scale: float = 5.0
@@ -289,7 +290,7 @@ def spread_over_identities(clips: list[Path]) -> list[Path]:
 
 def _sampling(settings: EvalSettings) -> dict:
     return dict(steps=settings.steps, sampler=settings.sampler, denoise=settings.denoise, region=settings.region,
-                seed=settings.seed,
+                paste_photo=settings.paste_photo, seed=settings.seed,
                 text_scale=settings.text_scale, identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
 
 

@@ -1,0 +1,56 @@
+"""The region setting of the sampling nodes: whole frames ("face") or the photo's mouth area only ("mouth")."""
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from portraittalk_core.errors import InputError
+from portraittalk_core.pipeline import kept_outside_mouth, paste_over_photo, paste_weights
+
+
+def region_input() -> io.Combo.Input:
+    return io.Combo.Input("region", options=["model default", "face", "mouth"], default="model default",
+                          tooltip="face: whole frames are generated. mouth: only the area around the first "
+                                  "reference's mouth is, the rest of every frame is that photo (lip sync; steadier, "
+                                  "no head motion). The demo model's default is mouth.")
+
+
+def region_latents(region: str, config, refs, encoded: torch.Tensor, downscale: int, from_photo: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start latent (1, 4, h, w), denoise mask (1, 1, h, w)) of every frame. Region "mouth" is ComfyUI
+    inpainting: frames start as the photo's latent and the mask frees only its mouth region (1 = generated).
+    ``from_photo`` (denoise < 1) starts whole-frame generation from the photo too."""
+    region = resolved(region, config)
+    photo = encoded[:1].float().cpu()
+    if region == "mouth":
+        return photo, 1 - kept_outside_mouth(refs.faces[0], downscale)[:, :, 0]
+    start = photo if from_photo else torch.zeros_like(photo)
+    return start, torch.ones(1, 1, *photo.shape[-2:])
+
+
+def resolved(region: str, config) -> str:
+    return config.region if region == "model default" else region
+
+
+def paste_photo_input() -> io.Boolean.Input:
+    return io.Boolean.Input("paste_photo", default=True,
+                            tooltip="Region mouth: put the photo's own pixels back outside the mouth area, with a "
+                                    "feathered seam, so only the mouth has been through the VAE. Off: the decoded "
+                                    "frames as they are.")
+
+
+def pasted(images: torch.Tensor, refs, config, region: str, downscale: int | None = None) -> torch.Tensor:
+    """IMAGE frames with the first reference's pixels outside the redrawn mouth cells (region mouth; any other
+    region: unchanged). The core pipeline's paste_photo, on ComfyUI's float frames. ``downscale``: the VAE's
+    (the model config's by default)."""
+    if resolved(region, config) != "mouth":
+        return images
+    face = refs.faces[0]
+    if tuple(images.shape[1:3]) != face.image.shape[:2]:
+        raise InputError(f"frames are {images.shape[2]}x{images.shape[1]} but the references are "
+                         f"{face.image.shape[1]}x{face.image.shape[0]}",
+                         "connect the frames straight from VAE Decode, before any upscaling or resizing")
+    downscale = downscale or config.vae_scale
+    weights = torch.from_numpy(paste_weights(kept_outside_mouth(face, downscale), downscale))
+    photo = torch.from_numpy(face.image.astype(np.float32) / 255.0)
+    return paste_over_photo(images.float().cpu(), photo, weights).to(images.dtype)
