@@ -46,9 +46,7 @@ class Recipe:
     train_size: int = 64
     stages: tuple[StagePlan, ...] = field(default_factory=lambda: (
         StagePlan("vae", 2000, 8, 3e-4),
-        # Offset noise: at 0 the base took flat colours (the background) from the noise and not from the prompt;
-        # in 1000-step trials, 0.5 made the prompt's background colour move the noise prediction 9x more than 0.1.
-        StagePlan("base", 4500, 8, 2e-4, noise_offset=0.5),
+        StagePlan("base", 4500, 8, 2e-4),
         StagePlan(1, 1800, 8, 1e-4),
         # The added modules start at zero (temporal, structure) or from the frozen base (attention): at 1e-4 they
         # had barely moved in 2000 steps (lip sync 0.19 on val); 1e-3 reached 0.26 in 400 steps.
