@@ -150,11 +150,16 @@ def test_landmark_regressor_learns_and_round_trips(tmp_path):
 
 
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
-def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path):
+def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     """synth -> prepare -> regressor (train + val) -> generate (test) -> every figure, on random tiny weights."""
     import json
 
+    from portraittalk_core.evaluation import evaluate as evaluation
     from portraittalk_core.evaluation.evaluate import EvalSettings, evaluate, format_report
+
+    measured_lengths = []   # every clip_metrics call: the output, the still face and the VAE round trip
+    measure = evaluation.clip_metrics
+    monkeypatch.setattr(evaluation, "clip_metrics", lambda made, *a: measured_lengths.append(len(made)) or measure(made, *a))
     from portraittalk_core.pipeline import PortraitTalkPipeline
     from portraittalk_core.synth.dataset import synth_dataset
 
@@ -168,6 +173,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path):
         assert np.isfinite(report[name]), name
     assert -1 <= report["lip_sync"] <= 1 and 0 <= report["adfd"] <= 1
     assert report["still_identity_ssim"] > report["identity_ssim"]      # random weights: worse than a still face
+    assert len(set(measured_lengths)) == 1    # the baselines cover the same 0.6 s as the output, not the whole clip
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["clips"][0]["clip"] and saved["prompt_clips"][0]["prompted"] != saved["prompt_clips"][0]["own"]
     assert "lip sync" in format_report(report)
