@@ -4,10 +4,10 @@ Both are ``transformers.CLIPTokenizer`` over GPT-2's byte alphabet, built in cod
 has to be shipped, and named in the model config (``PortraitTalkConfig.tokenizer``):
 
 - ``byte_level``: single bytes, no merges. A prompt costs one token per character, so 77 positions hold
-  about 75 characters: the procedural captions (about 150) lost everything after the hair colour, shirt and
-  background included.
+  about 75 characters: the procedural captions (up to about 230) lost everything after the hair colour, shirt
+  and background included.
 - ``caption_words``: the bytes plus BPE merges that make every word of the procedural captions one token
-  (``CAPTION_WORDS``); other words still tokenize, byte by byte. A caption is about 35 tokens.
+  (``CAPTION_WORDS``); other words still tokenize, byte by byte. A caption is at most about 51 tokens.
 
 ``CAPTION_WORDS`` is frozen: the merges, and so the token ids a trained model learnt, come from it. A word
 added to the synthetic captions later tokenizes byte by byte until a new tokenizer name is made for it.
@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from transformers import CLIPTokenizer
+
+from .errors import WeightsError
 
 # Every word of synth.identity.caption(), over all attributes.
 CAPTION_WORDS: tuple[str, ...] = (
@@ -99,7 +101,6 @@ TOKENIZERS = {
 
 def make_tokenizer(name: str) -> CLIPTokenizer:
     if name not in TOKENIZERS:
-        from .errors import WeightsError
         raise WeightsError(f"unknown tokenizer '{name}' in the model config",
                            f"use a model made by this version of PortraitTalk (known: {', '.join(TOKENIZERS)})")
     return TOKENIZERS[name]()
