@@ -335,6 +335,22 @@ def test_region_mouth_frames_get_the_photos_own_pixels_back(comfy):
     assert (abs(frames - photo).max(axis=(0, 3)) <= 1).mean() > 0.5
 
 
+def test_paste_photo_refuses_resized_frames_clearly(comfy):
+    """Frames upscaled before Paste Photo no longer line up with the photo: a clear error, not a shape traceback."""
+    url, _ = comfy
+    prompt = tiny_talking_face_prompt()
+    prompt["9"]["inputs"].update(region="mouth", paste_photo=False)
+    prompt["14"] = {"class_type": "ImageScaleBy", "inputs": {"image": ["9", 0], "upscale_method": "nearest-exact",
+                                                             "scale_by": 2.0}}
+    prompt["15"] = {"class_type": "PortraitTalkPastePhoto", "inputs": {"images": ["14", 0], "refs": ["6", 0],
+                                                                      "portraittalk": ["1", 0], "region": "mouth"}}
+    prompt["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["15", 0]}}
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error"
+    assert "but the references are" in messages and "straight from VAE Decode" in messages
+
+
 def test_a_lora_upstream_changes_the_output(comfy):
     url, base = comfy
     prompt = tiny_talking_face_prompt()

@@ -169,7 +169,8 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
                       pipeline=PortraitTalkPipeline.random("demo"), progress=lambda *_: None)
     assert report["clips"] == 1 and report["prompt_clips"] == 1
     assert report["ordering_holds"] == "1/1"
-    for name in ("lip_sync", "identity_ssim", "flicker", "adfd", "lmd", "ceiling_lip_sync", "still_identity_ssim"):
+    for name in ("lip_sync", "identity_ssim", "flicker", "adfd", "lmd", "ceiling_lip_sync", "still_identity_ssim",
+                 "posed_still_identity_ssim"):
         assert np.isfinite(report[name]), name
     assert -1 <= report["lip_sync"] <= 1 and 0 <= report["adfd"] <= 1
     assert report["still_identity_ssim"] > report["identity_ssim"]      # random weights: worse than a still face
@@ -179,6 +180,38 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert "lip sync" in format_report(report)
     trained_on = json.loads((tmp_path / "eval" / "eval.json").read_text())["regressor_clips"]
     assert {"train", "val"} <= {Path(c).parent.name for c in trained_on} and not any("test" in c for c in trained_on)
+
+
+def test_posed_still_follows_the_head_and_not_the_mouth():
+    """The first frame moved with the outline, brow and nose landmarks: a head that only shifts is rebuilt
+    (up to the border), whatever the mouth landmarks do; a still face is not."""
+    from portraittalk_core.evaluation.evaluate import posed_still
+
+    rng = np.random.default_rng(0)
+    canvas = (rng.random((40, 40, 3)) * 255).astype(np.uint8).repeat(2, 0).repeat(2, 1)   # 80 x 80, blocky
+    shifts = [(0, 0), (3, 0), (0, -2), (4, 4)]
+    frames = np.stack([canvas[8 - dy:72 - dy, 8 - dx:72 - dx] for dx, dy in shifts])    # 64 x 64 windows
+    regions = {"outline": [0, 1, 2], "brows": [3], "nose": [4], "mouth": [5, 6]}
+    points = np.array([[10, 10], [50, 12], [30, 55], [30, 20], [32, 35], [25, 45], [35, 45]], np.float32)
+    landmarks = np.stack([points + np.float32(shift) for shift in shifts])
+    landmarks[:, 5:] += rng.normal(0, 3, (4, 2, 2)).astype(np.float32)      # the mouth moves on its own
+    moved = posed_still(frames, landmarks, regions)
+    inner = (slice(None), slice(8, 56), slice(8, 56))
+    assert np.array_equal(moved[inner], frames[inner])
+    assert ssim(moved / 255.0, frames / 255.0) > ssim(np.repeat(frames[:1], 4, 0) / 255.0, frames / 255.0) + 0.3
+
+
+def test_baselines_are_read_over_the_generated_clips_and_ordering_over_all():
+    from portraittalk_core.evaluation.evaluate import summarise
+
+    clip = dict(lip_sync=0.5, identity_ssim=0.7, psnr=20.0, flicker=0.01, flicker_ground_truth=0.01, lmd=0.1,
+                lmd_mouth=0.1, adfd={"score": 0.5})
+    baseline = lambda still, holds: dict(ceiling_lip_sync=1.0, ceiling_lmd=0.05, ceiling_adfd=0.7,  # noqa: E731
+                                         still_lip_sync=0.0, still_identity_ssim=still, still_adfd=0.5,
+                                         posed_still_identity_ssim=still + 0.1, ordering_holds=holds)
+    summary = summarise([clip], [baseline(0.9, True), baseline(0.5, False)], [])
+    assert summary["still_identity_ssim"] == 0.9 and summary["posed_still_identity_ssim"] == 1.0
+    assert summary["ordering_holds"] == "1/2"
 
 
 def test_chosen_clips_spread_over_identities():

@@ -246,6 +246,23 @@ def test_stage2_mouth_weight_changes_the_loss(shards, tmp_path):
     assert losses[0] != pytest.approx(losses[1])
 
 
+def test_offset_noise_adds_one_shift_per_sample_and_channel(shards, tmp_path):
+    """noise_offset = x: the noise is the plain Gaussian the same generator would give, plus x times one draw per
+    (sample, channel) shared by every frame and pixel; 0 gives the plain Gaussian."""
+    shape = (4, 3, 2, 8, 8)
+    draws = {}
+    for offset in (0.0, 0.5):
+        trainer = Trainer(settings(shards, tmp_path / f"o{offset}", "base", noise_offset=offset))
+        trainer.generator.manual_seed(0)
+        draws[offset] = trainer._noise(shape)
+    shift = (draws[0.5] - draws[0.0]) / 0.5
+    assert shift.abs().min() > 0                                   # every element moved
+    assert torch.allclose(shift, shift[:, :, :1, :1, :1].expand(shape), atol=1e-6)   # one value per sample, channel
+    assert shift[:, :, 0, 0, 0].std() > 0.3                          # and a different one for each
+    trainer.generator.manual_seed(0)
+    assert torch.equal(draws[0.0], torch.randn(shape, generator=trainer.generator))
+
+
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
 def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_path):
     from conftest import tone
