@@ -115,6 +115,16 @@ def start_timesteps(scheduler, steps: int, denoise: float, device) -> torch.Tens
     return scheduler.timesteps[start:]
 
 
+def start_latents(scheduler, photo: torch.Tensor, noise: torch.Tensor, first: torch.Tensor, from_photo: bool
+                  ) -> torch.Tensor:
+    """The latents the first step denoises: pure noise, or ``from_photo`` the photo noised to the ``first`` timestep
+    (img2img). Even at the noisiest step the SD schedule leaves a share of the signal (0.07), from which the
+    networks learn flat colours such as the skin's: from pure noise, redrawn regions take a random colour."""
+    if from_photo:
+        return scheduler.add_noise(photo, noise, first[None])
+    return noise * scheduler.init_noise_sigma
+
+
 def kept_outside_mouth(face, vae_scale: int) -> torch.Tensor:
     """(1, 1, 1, h, w) latent mask, 0 on the cells that touch the photo's mouth region and 1 elsewhere."""
     size = face.image.shape[0]
@@ -330,10 +340,10 @@ class PortraitTalkPipeline:
 
         photo = repeat(cond["reference_latent"], "1 c h w -> 1 c f h w", f=noise.shape[2])
         timesteps = start_timesteps(scheduler, settings.steps, settings.denoise, self.device)
-        if settings.denoise < 1.0:
-            latents = scheduler.add_noise(photo, noise, timesteps[:1])
-        else:
-            latents = noise * scheduler.init_noise_sigma
+        # Partial runs start from the photo; so does region mouth at denoise 1, as ComfyUI's KSampler adds its
+        # noise to the latent image it is given.
+        latents = start_latents(scheduler, photo, noise, timesteps[0],
+                                from_photo=settings.denoise < 1.0 or cond.get("keep") is not None)
         known, known_mask = known_latents(photo, cond.get("keep"), motion_latents, clip.context)
         for t in timesteps:
             _check_cancel(cancel)

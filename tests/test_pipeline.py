@@ -195,6 +195,36 @@ def test_denoise_runs_the_last_part_of_the_schedule(sampler):
     assert len(start_timesteps(make_scheduler(sampler, SD15_SCHEDULE), 10, 0.01, "cpu")) == 1
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "dpmpp_2m"])
+def test_a_start_from_the_photo_carries_its_share_of_the_signal(sampler):
+    """At the first (noisiest) step, a start from the photo differs from pure noise by the photo's share of the
+    signal, whatever the sampler's way of scaling its noise."""
+    from portraittalk_core.backbone import SD15_SCHEDULE
+    from portraittalk_core.pipeline import start_latents, start_timesteps
+    from portraittalk_core.schedulers import make_scheduler
+
+    scheduler = make_scheduler(sampler, SD15_SCHEDULE)
+    first = start_timesteps(scheduler, 10, 1.0, "cpu")[0]
+    photo, noise = torch.randn(2, 1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    difference = (start_latents(scheduler, photo, noise, first, from_photo=True)
+                  - start_latents(scheduler, photo, noise, first, from_photo=False))
+    assert torch.corrcoef(torch.stack([difference.flatten(), photo.flatten()]))[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("region, from_photo", [("mouth", True), ("face", False)])
+def test_region_mouth_starts_from_the_photo_at_full_denoise(tiny_pipe, reference_path, monkeypatch, region, from_photo):
+    """Inpainting starts from the noised photo, as ComfyUI's KSampler does with a latent image: from pure noise the
+    redrawn mouth took a colour of its own (a pale blot on dark skin in the demo). Whole frames start from noise."""
+    from portraittalk_core import pipeline
+
+    seen = []
+    start = pipeline.start_latents
+    monkeypatch.setattr(pipeline, "start_latents", lambda *a, from_photo: seen.append(from_photo) or start(
+        *a, from_photo=from_photo))
+    tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(region=region), progress=False)
+    assert seen and set(seen) == {from_photo}
+
+
 def test_mouth_region_keeps_the_photo_everywhere_else(tiny_pipe, reference_path, monkeypatch):
     """region="mouth": outside the photo's mouth region the final latents are the photo's, inside they are made."""
     from portraittalk_core.pipeline import kept_outside_mouth
