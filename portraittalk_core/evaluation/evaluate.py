@@ -14,8 +14,9 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
 - ADFD (evaluation/adfd.py), with the ground-truth opening; and the SPEC ordering test (in sync > shifted
   0.5 s > still > jittered) on every test clip's exact landmarks.
 - prompt customisation: the caption's background replaced by another colour of the palette; the output's
-  background colour (mean of the pixels outside the head in the top third) is matched to the nearest
-  palette colour, and counts if it is the prompted one. Chance is 1 in 11.
+  background colour (mean of the pixels that show the photo's background: outside the head mask, in the top
+  third, of the background's own colours, so not long hair) is the palette colour most of them are nearest
+  to, and counts if it is the prompted one. Chance is 1 in 11.
 
 Baselines computed the same way sit next to the model's figures: the ground truth itself, the ground truth
 through the model's own VAE (the best its outputs can look), a still face (the reference frame held) and
@@ -220,15 +221,30 @@ def baseline_metrics(shard: Shard, regressor, pipeline=None, window: int | None 
     }
 
 
-def background_colour(frames: np.ndarray, head_mask: np.ndarray) -> str:
-    """The palette background colour nearest to the mean of the pixels outside the head, top third."""
-    size = frames.shape[1]
-    region = (head_mask == 0)
-    region[size // 3:] = False
-    mean = frames[:, region].reshape(-1, 3).mean(0)
+def background_pixels(photo: np.ndarray, head_mask: np.ndarray, colours: list[str], tolerance: float = 40.0
+                      ) -> np.ndarray:
+    """(S, S) bool: where the photo shows its background, in the top third and outside the head mask. The head
+    mask does not cover long hair, so a pixel counts only if its colour lies within ``tolerance`` (RGB levels)
+    of the background's own colours (of the segment between them: gradients blend the two)."""
+    size = photo.shape[0]
+    a, b = (np.asarray(BACKGROUND_COLOURS[c], np.float64) for c in (colours[0], colours[-1]))
+    pixels = photo.astype(np.float64)
+    along = np.clip(((pixels - a) @ (b - a)) / max(float((b - a) @ (b - a)), 1e-9), 0.0, 1.0)
+    distance = np.linalg.norm(pixels - (a + along[..., None] * (b - a)), axis=-1)
+    outside = head_mask == 0
+    outside[size // 3:] = False
+    region = outside & (distance <= tolerance)
+    return region if region.any() else outside   # no pixel of those colours: the whole area, hair and all
+
+
+def background_colour(frames: np.ndarray, region: np.ndarray) -> str:
+    """The palette background colour most of the frames' pixels in ``region`` (S, S) bool are nearest to. A vote,
+    not the mean: the mean of teal and beige stripes is grey, a colour nobody drew."""
     names = list(BACKGROUND_COLOURS)
-    distances = [np.linalg.norm(mean - np.asarray(BACKGROUND_COLOURS[n])) for n in names]
-    return names[int(np.argmin(distances))]
+    palette = np.asarray([BACKGROUND_COLOURS[n] for n in names], np.float64)
+    pixels = frames[:, region].reshape(-1, 3).astype(np.float64)
+    nearest = np.linalg.norm(pixels[:, None] - palette[None], axis=-1).argmin(1)
+    return names[int(np.bincount(nearest, minlength=len(names)).argmax())]
 
 
 def recoloured_prompt(caption: str, clip_id: str, avoid: set[str]) -> tuple[str, str]:
@@ -289,7 +305,9 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             pipeline([reference], _speech(shard, settings.prompt_seconds), None,
                      GenerationSettings(prompt=prompt, **_sampling(settings), fps=float(shard.meta["fps"])),
                      progress=False, on_frames=made.append)
-            found = background_colour(np.concatenate(made), shard.arrays["head_masks"])
+            own = [identity["background_colour"], identity.get("background_colour2") or identity["background_colour"]]
+            region = background_pixels(shard.arrays["frames"][0], shard.arrays["head_masks"], own)
+            found = background_colour(np.concatenate(made), region)
             prompts.append({"clip": path.stem, "prompted": colour, "found": found, "hit": found == colour,
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
