@@ -14,9 +14,9 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
 - ADFD (evaluation/adfd.py), with the ground-truth opening; and the SPEC ordering test (in sync > shifted
   0.5 s > still > jittered) on every test clip's exact landmarks.
 - prompt customisation: the caption's background replaced by another colour of the palette; the output's
-  background colour (mean of the pixels that show the photo's background: outside the head mask, in the top
-  third, of the background's own colours, so not long hair) is the palette colour most of them are nearest
-  to, and counts if it is the prompted one. Chance is 1 in 11.
+  background colour (the palette colour most of the pixels that show the photo's background are nearest to:
+  outside the head mask, in the top third, of the background's own colours, so not long hair) counts if it
+  is the prompted one. Chance is 1 in 11.
 
 Baselines computed the same way sit next to the model's figures: the ground truth itself, the ground truth
 through the model's own VAE (the best its outputs can look), a still face (the reference frame held) and
@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..face import similarity_transform
 from ..synth.identity import BACKGROUND_COLOURS
 from ..conditioning import mouth_boxes
 from ..training.data import Shard
@@ -182,8 +183,7 @@ def posed_still(frames: np.ndarray, landmarks: np.ndarray, regions: dict) -> np.
     size = frames.shape[2], frames.shape[1]
     moved = []
     for points in landmarks[:len(frames)]:
-        transform, _ = cv2.estimateAffinePartial2D(landmarks[0, rigid].astype(np.float32),
-                                                   points[rigid].astype(np.float32))
+        transform = similarity_transform(landmarks[0, rigid], points[rigid])
         moved.append(cv2.warpAffine(frames[0], transform, size, flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REPLICATE))
     return np.stack(moved)
