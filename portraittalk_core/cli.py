@@ -69,6 +69,10 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
     p.add_argument("--paste-photo", action=argparse.BooleanOptionalAction, default=True,
                    help="region mouth: outside the mouth area, frames are the photo's own pixels (feathered seam); "
                         "--no-paste-photo keeps the decoded frames")
+    p.add_argument("--restyle", action="store_true",
+                   help="redraw the photo outside the face (hair, clothes, background) from the prompt first")
+    p.add_argument("--restyle-scale", type=float, default=None,
+                   help="guidance scale of the restyle's prompt (default: the model's)")
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
     p.add_argument("--audio-scale", type=float, default=3.5, help="guidance scale of the audio")
@@ -113,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, help="prepared shards")
     train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
     train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
+    train.add_argument("--stills", type=Path, help="stages base and 1: a stills file (synth/stills.py) mixed with "
+                                                   "the shards' frames")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
                        ("--seed", int), ("--checkpoint-every", int), ("--ema-decay", float),
                        ("--warmup-steps", int), ("--mouth-weight", float), ("--noise-offset", float)):
@@ -143,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--region", default=None, choices=("face", "mouth"), help="as generate's --region")
     ev.add_argument("--paste-photo", action=argparse.BooleanOptionalAction, default=True,
                     help="as generate's --paste-photo")
+    ev.add_argument("--restyle-scale", type=float, default=None,
+                    help="guidance scale of the prompt test's restyle (default: the model's)")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
     for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", 3.5)):
@@ -190,8 +198,8 @@ def main_generate(args) -> int:
 
     settings = GenerationSettings(
         prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
-        denoise=args.denoise, region=args.region, paste_photo=args.paste_photo, text_scale=args.text_scale,
-        identity_scale=args.identity_scale, audio_scale=args.audio_scale, identity_strength=args.identity_strength,
+        denoise=args.denoise, region=args.region, paste_photo=args.paste_photo, restyle=args.restyle,
+        restyle_scale=args.restyle_scale, text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale, identity_strength=args.identity_strength,
         audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed)
     pipe = _pipeline(args)
     result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref])
@@ -236,7 +244,7 @@ def main_train(args) -> int:
         values = json.loads(Path(args.config).read_text())
     else:
         values["config"] = args.config
-    for name in ("data", "out", "init", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
+    for name in ("data", "out", "init", "stills", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
                  "ema_decay", "mixed_precision", "gradient_checkpointing", "warmup_steps", "mouth_weight",
                  "noise_offset", "lr_schedule"):
         value = getattr(args, name)
@@ -282,7 +290,7 @@ def main(argv=None) -> int:
                 seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
                 sampler=args.sampler, denoise=args.denoise, region=args.region, paste_photo=args.paste_photo,
-                seed=args.seed, workers=args.workers))
+                restyle_scale=args.restyle_scale, seed=args.seed, workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")
             return 0

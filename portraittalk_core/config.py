@@ -45,6 +45,7 @@ class PortraitTalkConfig:
     structure_channels: tuple[int, ...] = (16, 32, 96, 256)
     face_fraction: float = 0.35  # eyes-to-chin share of the frame height: head, hair and shoulders in view
     region: str = "face"         # what generation redraws by default: "face" (whole frames) or "mouth" (lip sync)
+    restyle_scale: float = 7.5   # text guidance of the restyle step (GenerationSettings.restyle), by default
     tokenizer: str = "byte_level"       # a backbone trained here: tokenizers.TOKENIZERS (SD1.5 brings CLIP's)
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

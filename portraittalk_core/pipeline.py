@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -34,7 +34,8 @@ from . import audio as audio_io
 from . import face as face_io
 from .backbone import Backbone, load_backbone, random_backbone
 from .clips import Clip, plan_clips
-from .conditioning import MOUTH_REGION_MARGIN, References, mouth_boxes, prepare_audio, prepare_references
+from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_boxes, prepare_audio,
+                           prepare_references)
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
@@ -74,6 +75,11 @@ class GenerationSettings:
     # Region "mouth": outside the redrawn cells every frame is the photo's own pixels, not their VAE round trip,
     # with a feathered seam (as lip-sync tools paste the mouth back). False: the decoded frames as they are.
     paste_photo: bool = True
+    # Redraw each photo outside its face (hair, clothes, background) from the prompt before animating it: the
+    # base UNet inpaints around the face's latent cells, and the face's own pixels go back over the result with a
+    # feathered seam (see ``restyle_latents``). The animation then keeps the new look, mouth mode included.
+    restyle: bool = False
+    restyle_scale: float | None = None  # text guidance of the restyle; None: the model's default
     decode_chunk: int = 8              # frames decoded by the VAE at once
 
 
@@ -147,6 +153,29 @@ def paste_over_photo(frames, photo, weights):
     float arrays or tensors; uint8 in, uint8 out."""
     blended = photo[None] * (1.0 - weights) + frames * weights
     return np.round(blended).astype(np.uint8) if frames.dtype == np.uint8 else blended
+
+
+# Restyle keeps the face: the landmarks' hull grown by this share of the face's size (the head placement mask's
+# margin is 0.25: that ring holds hair and background, which a restyle redraws).
+FACE_MARGIN = 0.1
+
+
+def face_mask(face) -> np.ndarray:
+    """(S, S) float32, 1 on the face itself: the landmarks' hull grown by ``FACE_MARGIN`` of the face's size."""
+    return face_io.head_placement_mask(face.landmarks, face.image.shape[0], margin=FACE_MARGIN)
+
+
+def restyle_latents(predict_noise, photo: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor, scheduler,
+                    steps: int) -> torch.Tensor:
+    """Inpaint ``photo`` (1, C, h, w) latents where ``keep`` (1, 1, h, w) is 0, from pure noise: at every step the
+    kept cells go back at the current noise level (as RePaint and ``denoise_clip`` do), so the redrawn part is
+    drawn around them. From pure noise, not the noised photo: the schedule's last 7% of signal would carry the old
+    background's colour into the new one. ``predict_noise(latents, t)`` is the guided noise prediction."""
+    latents = noise * scheduler.init_noise_sigma
+    for t in start_timesteps(scheduler, steps, 1.0, photo.device):
+        latents = torch.lerp(latents, scheduler.add_noise(photo, noise, t[None]), keep)
+        latents = scheduler.step(predict_noise(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
+    return torch.lerp(latents, photo, keep)
 
 
 def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents: torch.Tensor | None,
@@ -305,6 +334,44 @@ class PortraitTalkPipeline:
         _, bank = self.model.identity_net(ref_latents, text_embeds, identity_tokens, scale)
         return bank, ref_latents[:, 0]
 
+    @torch.inference_mode()
+    def restyle(self, refs: References, text: torch.Tensor, negative: torch.Tensor, settings: GenerationSettings
+                ) -> References:
+        """The references redrawn outside their faces from the prompt (``GenerationSettings.restyle``) by the base
+        UNet: AnimateNet with every added path and the temporal modules off, which is the base exactly."""
+        net, vae_scale = self.model.animate_net, self.config.vae_scale
+        scale = self.config.restyle_scale if settings.restyle_scale is None else settings.restyle_scale
+        prompts = torch.cat([text, negative])
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+
+        def predict_noise(latents, t):
+            eps = net(repeat(latents, "1 c h w -> b c 1 h w", b=2), t, prompts)[:, :, 0]
+            return eps[1:] + scale * (eps[:1] - eps[1:])
+
+        faces, pixels = [], []
+        motion_scale, net.motion_scale = net.motion_scale, 0.0
+        try:
+            for face, photo in zip(refs.faces, refs.pixels):
+                inside = face_mask(face)
+                keep = torch.from_numpy(inside)[None, None].to(self.device, self.dtype)
+                keep = (torch.nn.functional.avg_pool2d(keep, vae_scale) == 1).to(self.dtype)  # cells wholly inside
+                latent = self.backbone.encode_images(photo[None].to(self.device, self.dtype))
+                noise = torch.randn(latent.shape, generator=generator).to(self.device, self.dtype)
+                scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
+                drawn = next(self.decode(restyle_latents(predict_noise, latent, keep, noise, scheduler,
+                                                         settings.steps)[:, :, None], 1))[0].numpy()
+                # the face's own pixels back over the redrawn photo, the seam feathered over one latent cell inside
+                # the face's edge: deeper than that the face is the photo's, pixel for pixel
+                depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                weight = np.clip(depth / vae_scale, 0.0, 1.0)[..., None]
+                image = np.round(face.image * weight + drawn * (1.0 - weight)).astype(np.uint8)
+                faces.append(replace(face, image=image))
+                pixels.append(torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1)
+        finally:
+            net.motion_scale = motion_scale
+        pixels = torch.stack(pixels)
+        return References(faces, pixels, refs.structure, embed_faces(faces, pixels, self.model))
+
     # -- stage 5: denoising --------------------------------------------------------------------
     @torch.inference_mode()
     def audio_tokens(self, windows: torch.Tensor) -> torch.Tensor:
@@ -405,6 +472,10 @@ class PortraitTalkPipeline:
             refs = self.prepare_references(list(references), resolution, reference_labels)
         with timer("reference"):
             text, negative = self.encode_prompts(settings.prompt, settings.negative_prompt)
+        if settings.restyle:
+            with timer("restyle"):
+                refs = self.restyle(refs, text, negative, settings)
+        with timer("reference"):
             with torch.inference_mode():
                 identity_tokens = self.model.identity_projection(
                     refs.embeddings.to(self.device, self.dtype)[None])

@@ -178,9 +178,13 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     from portraittalk_core.synth.dataset import synth_dataset
 
     synth_dataset(tmp_path / "synth", 3, 1, 64, seed=0)
+    pipeline = PortraitTalkPipeline.random("demo")
+    restyled = []   # the prompt test restyles the photo from the recoloured prompt; the lip-sync clips do not
+    restyle = pipeline.restyle
+    monkeypatch.setattr(pipeline, "restyle", lambda refs, *a: restyled.append(a[-1].prompt) or restyle(refs, *a))
     report = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1,
                                    prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
-                      pipeline=PortraitTalkPipeline.random("demo"), progress=lambda *_: None)
+                      pipeline=pipeline, progress=lambda *_: None)
     assert report["clips"] == 1 and report["prompt_clips"] == 1
     assert report["ordering_holds"] == "1/1"
     for name in ("lip_sync", "identity_ssim", "flicker", "adfd", "lmd", "ceiling_lip_sync", "still_identity_ssim",
@@ -191,6 +195,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert len(set(measured_lengths)) == 1    # the baselines cover the same 0.6 s as the output, not the whole clip
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["clips"][0]["clip"] and saved["prompt_clips"][0]["prompted"] != saved["prompt_clips"][0]["own"]
+    assert len(restyled) == 1 and f"{saved['prompt_clips'][0]['prompted']} background" in restyled[0]
     assert "lip sync" in format_report(report)
     trained_on = json.loads((tmp_path / "eval" / "eval.json").read_text())["regressor_clips"]
     assert {"train", "val"} <= {Path(c).parent.name for c in trained_on} and not any("test" in c for c in trained_on)

@@ -6,6 +6,7 @@ import gc
 import math
 import threading
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -306,3 +307,50 @@ def test_the_demo_config_runs(reference_path):
     assert pipe.config.vae_scale == 4
     result = pipe([reference_path], (tone(0.3), RATE), None, settings(steps=1), progress=False)
     assert result.frames == 8
+
+
+def test_restyle_redraws_around_the_face_and_keeps_the_face(tiny_pipe, reference_path):
+    """restyle: the photo's face (the landmarks' hull grown a little) is its own pixels, the rest is redrawn from the
+    prompt; the same seed redraws the same, another prompt redraws otherwise; the structure maps stay."""
+    from portraittalk_core.pipeline import face_mask
+
+    refs = tiny_pipe.prepare_references([reference_path], tiny_pipe.config.resolution)
+    text, negative = tiny_pipe.encode_prompts("a person talking", "")
+    styled = tiny_pipe.restyle(refs, text, negative, settings())
+    photo, image = refs.faces[0].image, styled.faces[0].image
+    inside = face_mask(refs.faces[0]).astype(bool)
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    core = depth >= tiny_pipe.config.vae_scale                                        # past the feathered seam
+    assert 0.1 < inside.mean() < 0.6 and core.any()
+    assert np.array_equal(image[core], photo[core])                                   # the face, pixel for pixel
+    assert np.abs(image[~inside].astype(float) - photo[~inside]).mean() > 5           # the rest is redrawn
+    assert torch.equal(styled.pixels[0], torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1)
+    assert torch.equal(styled.structure, refs.structure)
+    assert np.array_equal(tiny_pipe.restyle(refs, text, negative, settings()).faces[0].image, image)
+    other, _ = tiny_pipe.encode_prompts("a person with green hair in front of a red background", "")
+    assert not np.array_equal(tiny_pipe.restyle(refs, other, negative, settings()).faces[0].image, image)
+
+
+def test_restyle_runs_the_base_unet_alone(tiny_pipe, reference_path, monkeypatch):
+    """The restyle's noise comes from AnimateNet with every added path and the temporal modules off (the base
+    exactly), and the animation that follows animates the restyled photo: its frames paste that photo back."""
+    net = tiny_pipe.model.animate_net
+    calls = []
+    forward = net.forward
+
+    def spy(latents, t, text, context=None, structure=None):
+        calls.append((context, structure, net.motion_scale))
+        return forward(latents, t, text, context, structure)
+
+    monkeypatch.setattr(net, "forward", spy)
+    made = []
+    restyle = tiny_pipe.restyle
+    styled = []
+    monkeypatch.setattr(tiny_pipe, "restyle", lambda *a: styled.append(restyle(*a)) or styled[-1])
+    tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(region="mouth", restyle=True), progress=False,
+              on_frames=made.append)
+    restyle_calls = [c for c in calls if c[0] is None]
+    assert len(restyle_calls) == 2 and all(s is None and m == 0.0 for _, s, m in restyle_calls)
+    assert net.motion_scale == 1.0                                                   # put back afterwards
+    photo = styled[0].faces[0].image
+    assert np.array_equal(made[0][0][0, 0], photo[0, 0])                            # a corner: the restyled photo

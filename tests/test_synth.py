@@ -288,3 +288,27 @@ def test_synth_command_reports_bad_arguments(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     assert main_synth(["--out", str(tmp_path), "--identities", "3", "--clips-per-identity", "99"]) == 2
     assert "at most" in capsys.readouterr().err
+
+
+def test_stills_are_deterministic_aligned_and_of_people_the_clips_do_not_have(tmp_path):
+    from portraittalk_core.synth.dataset import identity_seeds
+    from portraittalk_core.synth.stills import make_stills, still_seeds
+
+    first = make_stills(tmp_path / "a.npz", 6, size=96, train_size=64, seed=3)
+    again = make_stills(tmp_path / "b.npz", 6, size=96, train_size=64, seed=3)
+    with np.load(first) as a, np.load(again) as b:
+        for key in ("frames", "landmarks", "captions"):
+            assert np.array_equal(a[key], b[key])
+        frames, landmarks, captions = a["frames"], a["landmarks"], a["captions"]
+    assert frames.shape == (6, 64, 64, 3) and frames.dtype == np.uint8 and landmarks.shape == (6, 68, 2)
+    assert len(set(captions.tolist())) == 6                               # six people, six captions
+    # aligned as prepare aligns a clip: the face in the middle of the crop, at the config's framing
+    assert ((landmarks > 0) & (landmarks < 64)).all()
+    assert np.allclose(np.median(landmarks.reshape(-1, 2), axis=0), 32, atol=8)
+    assert not set(still_seeds(3, 1000)) & set(identity_seeds(3, 1000))   # never a person of the video dataset
+
+    stamp = first.stat().st_mtime_ns
+    assert make_stills(first, 6, size=96, train_size=64, seed=3) == first and first.stat().st_mtime_ns == stamp
+    make_stills(first, 4, size=96, train_size=64, seed=3)                 # other settings: made again
+    with np.load(first) as a:
+        assert len(a["frames"]) == 4

@@ -274,3 +274,29 @@ def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_pat
     assert pipe.config.name == "demo" and pipe.config.vae["scaling_factor"] == pipe.backbone.vae.config.scaling_factor
     result = pipe([reference_path], (tone(0.4), 16_000), None, GenerationSettings(steps=1), progress=False)
     assert result.frames == 10
+
+
+def test_stills_mix_into_the_single_frame_stages(shards, tmp_path):
+    from portraittalk_core.synth.stills import make_stills
+    from portraittalk_core.training.data import MixedDataset, collate
+
+    stills = make_stills(tmp_path / "stills.npz", 5, size=96, train_size=SIZE)
+    trainer = Trainer(settings(shards, tmp_path / "s1", 1, stills=str(stills), batch_size=8))
+    data = trainer.dataset
+    assert isinstance(data, MixedDataset) and len(data) == 3 + 5
+    batch = collate([data[i] for i in range(len(data))])
+    captions = set(batch["caption"])
+    assert {f"a person number {i}" for i in range(3)} <= captions and len(captions) == 8
+    assert batch["latents"].shape[:2] == (8, 1) and batch["frames"].shape == (8, 1, 3, SIZE, SIZE)
+    assert "audio" not in batch                                           # stills have none: only shared keys
+    data.use_epoch(1)
+    order = [data[i]["caption"] for i in range(len(data))]
+    data.use_epoch(2)
+    assert [data[i]["caption"] for i in range(len(data))] != order         # shuffled per epoch
+    data.use_epoch(1)
+    assert [data[i]["caption"] for i in range(len(data))] == order         # the same order again on resume
+    before = snapshot(trainer)
+    trainer.train()
+    assert changed(before, snapshot(trainer), "identity_net.")
+    # stage 2 trains on clips only
+    assert not isinstance(Trainer(settings(shards, tmp_path / "s2", 2, stills=str(stills))).dataset, MixedDataset)

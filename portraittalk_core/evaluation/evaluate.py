@@ -13,7 +13,8 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
 - LMD: landmark distance to the ground truth in inter-ocular units, all points and mouth points.
 - ADFD (evaluation/adfd.py), with the ground-truth opening; and the SPEC ordering test (in sync > shifted
   0.5 s > still > jittered) on every test clip's exact landmarks.
-- prompt customisation: the caption's background replaced by another colour of the palette; the output's
+- prompt customisation: the caption's background replaced by another colour of the palette, generated with the
+  restyle step on (GenerationSettings.restyle: the photo redrawn outside the face from the prompt); the output's
   background colour (the palette colour most of the pixels that show the photo's background are nearest to:
   outside the head mask, in the top third, of the background's own colours, so not long hair) counts if it
   is the prompted one. Chance is 1 in 11.
@@ -63,6 +64,7 @@ class EvalSettings:
     denoise: float = 1.0
     region: str | None = None       # None: the model's default
     paste_photo: bool = True        # region mouth: the photo's own pixels outside the mouth (GenerationSettings)
+    restyle_scale: float | None = None  # the prompt test's restyle guidance; None: the model's default
     seed: int = 0
     split: str = "test"             # "val" to tune generation settings without touching the test split
     text_scale: float = 5.0
@@ -303,7 +305,8 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             prompt, colour = recoloured_prompt(meta["caption"], path.stem, avoid)
             made = []
             pipeline([reference], _speech(shard, settings.prompt_seconds), None,
-                     GenerationSettings(prompt=prompt, **_sampling(settings), fps=float(shard.meta["fps"])),
+                     GenerationSettings(prompt=prompt, **_sampling(settings), fps=float(shard.meta["fps"]),
+                                        restyle=True, restyle_scale=settings.restyle_scale),
                      progress=False, on_frames=made.append)
             own = [identity["background_colour"], identity.get("background_colour2") or identity["background_colour"]]
             region = background_pixels(shard.arrays["frames"][0], shard.arrays["head_masks"], own)

@@ -3,6 +3,9 @@
 Stage 1 takes single frames with a reference frame of the same clip; stage 2 takes clips of consecutive
 frames with their audio windows and the clip's structure maps. Which frames a sample takes is drawn from
 ``(seed, epoch, index)``, so a run is reproducible and a resumed run sees the same samples.
+
+The single-frame stages (base, 1) can also take stills of many more people (``StillsDataset``, made by
+``synth/stills.py``), mixed in by ``MixedDataset``.
 """
 
 from __future__ import annotations
@@ -118,6 +121,83 @@ class ShardDataset(torch.utils.data.Dataset):
 
 
 def collate(samples: list[dict]) -> dict:
-    out = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if isinstance(samples[0][k], torch.Tensor)}
+    """Stacks the tensors every sample has (a batch mixing clips and stills keeps only what both carry)."""
+    shared = [k for k in samples[0] if isinstance(samples[0][k], torch.Tensor) and all(k in s for s in samples)]
+    out = {k: torch.stack([s[k] for s in samples]) for k in shared}
     out["caption"] = [s["caption"] for s in samples]
     return out
+
+
+class StillsDataset(torch.utils.data.Dataset):
+    """Single-frame samples from a stills file (synth/stills.py): each still is its own reference, and has no
+    audio, so the batches carry only what the base and stage 1 read."""
+
+    def __init__(self, file, seed: int = 0):
+        path = Path(file)
+        if not path.exists():
+            raise InputError(f"stills file not found: looked for '{path.name}' in '{path.parent}'",
+                             "make it with portraittalk_core.synth.stills.make_stills (train-demo does)")
+        with np.load(path) as data:
+            self.frames, self.landmarks = data["frames"], data["landmarks"]
+            self.captions = [str(c) for c in data["captions"]]
+            self.meta = json.loads(str(data["meta"]))
+        self.path, self.seed, self.epoch = path, seed, 0
+        self.latents: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @torch.no_grad()
+    def cache_latents(self, encode, file=None, fingerprint: str = "", chunk: int = 64) -> None:
+        """As ShardDataset.cache_latents, the whole file's latents in one tensor."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        tag = {"fingerprint": fingerprint, "stills": json.dumps(self.meta)}
+        if file is not None and Path(file).exists():
+            with safe_open(str(file), "pt") as f:
+                if f.metadata() == tag:
+                    self.latents = f.get_tensor("latents")
+                    return
+        pixels = _pixels(self.frames)
+        self.latents = torch.cat([encode(pixels[i:i + chunk]).float().cpu()
+                                  for i in range(0, len(pixels), chunk)]).contiguous()
+        if file is not None:
+            try:
+                save_file({"latents": self.latents}, str(file), metadata=tag)
+            except OSError:
+                pass
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        frame = _pixels(self.frames[index])
+        sample = {"frames": frame[None], "reference": frame, "caption": self.captions[index]}
+        if self.latents is not None:
+            sample["latents"] = self.latents[index][None]
+            sample["reference_latent"] = self.latents[index]
+        return sample
+
+
+class MixedDataset(torch.utils.data.Dataset):
+    """Several datasets as one, in an order shuffled per epoch from ``(seed, epoch)``: batches mix their samples,
+    and a resumed run sees the same order."""
+
+    def __init__(self, parts: list, seed: int = 0):
+        self.parts, self.seed, self.epoch = parts, seed, 0
+        self.index = [(p, i) for p, part in enumerate(parts) for i in range(len(part))]
+        self.order = np.arange(len(self.index))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for part in self.parts:
+            part.use_epoch(epoch)
+        self.order = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.index))
+
+    def __getitem__(self, index: int) -> dict:
+        part, i = self.index[self.order[index]]
+        return self.parts[part][i]

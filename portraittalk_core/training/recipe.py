@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..synth.dataset import synth_dataset
+from ..synth.stills import make_stills
 from .prepare import prepare_folder
 from .trainer import Trainer, TrainSettings
 
@@ -44,6 +45,8 @@ class Recipe:
     clips_per_identity: int = 6
     synth_size: int = 128
     train_size: int = 64
+    # Stills of this many more people for the base and stage 1 (synth/stills.py); 0: the clips' frames only.
+    stills: int = 0
     stages: tuple[StagePlan, ...] = field(default_factory=lambda: (
         StagePlan("vae", 2000, 8, 3e-4),
         StagePlan("base", 4500, 8, 2e-4),
@@ -64,6 +67,10 @@ def train_demo(out, recipe: Recipe = DEMO, scale: float = 1.0, workers: int = 1)
                   recipe.synth_size, seed=recipe.seed, workers=workers)
     shards = out / "shards"
     prepare_folder(out / "synth" / "train", shards, recipe.train_size, workers=workers)
+    stills = None
+    if recipe.stills:
+        stills = str(make_stills(out / "stills.npz", max(8, round(recipe.stills * scale)) if smoke else recipe.stills,
+                                 recipe.synth_size, recipe.train_size, seed=recipe.seed))
     backbone, weights = None, None
     for plan in recipe.stages:
         settings = TrainSettings(
@@ -71,7 +78,7 @@ def train_demo(out, recipe: Recipe = DEMO, scale: float = 1.0, workers: int = 1)
             steps=max(1, round(plan.steps * scale)), batch_size=plan.batch_size, learning_rate=plan.learning_rate,
             frames=plan.frames, lr_schedule=plan.lr_schedule, warmup_steps=round(plan.warmup_steps * scale),
             mouth_weight=plan.mouth_weight, noise_offset=plan.noise_offset, seed=recipe.seed, backbone=backbone,
-            init=weights if plan.stage == 2 else None,
+            init=weights if plan.stage == 2 else None, stills=stills if plan.stage in ("base", 1) else None,
             checkpoint_every=max(1, round(500 * scale)))
         result = Trainer(settings).train()
         if plan.stage in ("vae", "base"):

@@ -47,7 +47,7 @@ from ..config import PortraitTalkConfig, preset
 from ..errors import InputError
 from ..models import AttentionContext, PortraitTalkModel
 from ..weights import load_model, read_metadata, save_model
-from .data import ShardDataset, collate
+from .data import MixedDataset, ShardDataset, StillsDataset, collate
 from .losses import mask_reconstruction_loss, noised
 from .masks import latent_mask, random_masks
 
@@ -76,6 +76,7 @@ class TrainSettings:
     drop_audio: float = 0.1
     masked_weight: float = 2.0
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
+    stills: str | None = None           # base, 1: a stills file (synth/stills.py) mixed with the clips' frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
     warmup_steps: int = 0
@@ -160,6 +161,11 @@ class Trainer:
         self.noise = DDPMScheduler.from_config(self.backbone.schedule)
         self.dataset = ShardDataset(settings.data, frames=settings.frames if settings.stage == 2 else 1,
                                     audio_window=self.config.audio_window, seed=settings.seed)
+        if settings.stills and settings.stage in ("base", 1):
+            if settings.stage == 1 and self.model.face_encoder is None:
+                raise InputError("stills carry no ArcFace embeddings, which this config's stage 1 needs",
+                                 "train stage 1 without --stills, or with a config that has the builtin face encoder")
+            self.dataset = MixedDataset([self.dataset, StillsDataset(settings.stills, settings.seed)], settings.seed)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=settings.batch_size, shuffle=False,
                                              collate_fn=collate, drop_last=False)
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
@@ -170,8 +176,12 @@ class Trainer:
         self.model = self.model.to(self.device)
         self.backbone.to(self.device)
         if settings.stage in ("base", 1, 2):  # the VAE is frozen from here on
-            self.dataset.cache_latents(self.backbone.encode_images, Path(settings.data) / "latents.safetensors",
-                                       vae_fingerprint(self.backbone.vae))
+            fingerprint = vae_fingerprint(self.backbone.vae)
+            parts = self.dataset.parts if isinstance(self.dataset, MixedDataset) else [self.dataset]
+            for part in parts:
+                file = (Path(settings.data) / "latents.safetensors" if isinstance(part, ShardDataset)
+                        else part.path.with_name(part.path.stem + ".latents.safetensors"))
+                part.cache_latents(self.backbone.encode_images, file, fingerprint)
         self.optimizer, self.loader = self.accelerator.prepare(optimizer, loader)
         self.ema = EMAModel(params, decay=settings.ema_decay)
         self.generator = torch.Generator().manual_seed(settings.seed)
