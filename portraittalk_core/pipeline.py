@@ -335,8 +335,8 @@ class PortraitTalkPipeline:
         return bank, ref_latents[:, 0]
 
     @torch.inference_mode()
-    def restyle(self, refs: References, text: torch.Tensor, negative: torch.Tensor, settings: GenerationSettings
-                ) -> References:
+    def restyle(self, refs: References, text: torch.Tensor, negative: torch.Tensor, settings: GenerationSettings,
+                cancel=None) -> References:
         """The references redrawn outside their faces from the prompt (``GenerationSettings.restyle``) by the base
         UNet: AnimateNet with every added path and the temporal modules off, which is the base exactly."""
         net, vae_scale = self.model.animate_net, self.config.vae_scale
@@ -345,6 +345,7 @@ class PortraitTalkPipeline:
         generator = torch.Generator("cpu").manual_seed(settings.seed)
 
         def predict_noise(latents, t):
+            _check_cancel(cancel)
             eps = net(repeat(latents, "1 c h w -> b c 1 h w", b=2), t, prompts)[:, :, 0]
             return eps[1:] + scale * (eps[:1] - eps[1:])
 
@@ -474,7 +475,7 @@ class PortraitTalkPipeline:
             text, negative = self.encode_prompts(settings.prompt, settings.negative_prompt)
         if settings.restyle:
             with timer("restyle"):
-                refs = self.restyle(refs, text, negative, settings)
+                refs = self.restyle(refs, text, negative, settings, cancel)
         with timer("reference"):
             with torch.inference_mode():
                 identity_tokens = self.model.identity_projection(

@@ -347,6 +347,11 @@ def test_restyle_runs_the_base_unet_alone(tiny_pipe, reference_path, monkeypatch
     restyle = tiny_pipe.restyle
     styled = []
     monkeypatch.setattr(tiny_pipe, "restyle", lambda *a: styled.append(restyle(*a)) or styled[-1])
+    with pytest.raises(Cancelled):   # a cancel during the restyle stops it, before any frame is made
+        tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(restyle=True), progress=False,
+                  cancel=lambda: bool(calls))
+    assert not styled
+    calls.clear()
     tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(region="mouth", restyle=True), progress=False,
               on_frames=made.append)
     restyle_calls = [c for c in calls if c[0] is None]
