@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .. import face as face_io
+from .dataset import _hash31
 from .identity import caption, identity_from_seed
 from .render import render_frame
 
@@ -33,8 +34,6 @@ STILLS_VERSION = 1
 
 
 def still_seeds(seed: int, count: int) -> list[int]:
-    from .dataset import _hash31
-
     return [_hash31(f"still:{seed}:{k}") for k in range(count)]
 
 
