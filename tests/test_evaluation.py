@@ -181,7 +181,8 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     pipeline = PortraitTalkPipeline.random("demo")
     restyled = []   # the prompt test restyles the photo from the recoloured prompt; the lip-sync clips do not
     restyle = pipeline.restyle
-    monkeypatch.setattr(pipeline, "restyle", lambda refs, *a: restyled.append(a[-1].prompt) or restyle(refs, *a))
+    monkeypatch.setattr(pipeline, "restyle", lambda refs, text, negative, settings, *rest: restyled.append(
+        settings.prompt) or restyle(refs, text, negative, settings, *rest))
     report = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1,
                                    prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
                       pipeline=pipeline, progress=lambda *_: None)
