@@ -41,6 +41,31 @@ def _pixels(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).movedim(-1, -3).float() / 127.5 - 1
 
 
+@torch.no_grad()
+def encode_frames(encode, frames: np.ndarray, chunk: int) -> torch.Tensor:
+    """(N, S, S, 3) uint8 frames -> their latents (N, C, h, w) on the CPU, ``chunk`` frames at a time."""
+    pixels = _pixels(frames)
+    return torch.cat([encode(pixels[i:i + chunk]).float().cpu() for i in range(0, len(pixels), chunk)]).contiguous()
+
+
+def cached_tensors(file: Path | None, tag: dict[str, str], make) -> dict[str, torch.Tensor]:
+    """The tensors kept in ``file`` (safetensors) when its metadata is ``tag``; otherwise ``make()``'s, kept there."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if file is not None and Path(file).exists():
+        with safe_open(str(file), "pt") as f:
+            if f.metadata() == tag:
+                return {k: f.get_tensor(k) for k in f.keys()}
+    tensors = make()
+    if file is not None:
+        try:
+            save_file(tensors, str(file), metadata=tag)
+        except OSError:  # a read-only dataset: the cache just lives for this run
+            pass
+    return tensors
+
+
 class ShardDataset(torch.utils.data.Dataset):
     def __init__(self, folder, frames: int = 1, audio_window: int = 2, seed: int = 0):
         self.paths = sorted(Path(folder).glob("*.npz"))
@@ -58,32 +83,15 @@ class ShardDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.shards)
 
-    @torch.no_grad()
     def cache_latents(self, encode, file: Path | None = None, fingerprint: str = "", chunk: int = 64) -> None:
         """Encode every frame once with a frozen VAE (``encode``: pixels -> scaled latents); samples then carry
         ``latents`` and ``reference_latent`` and the training step skips the encoder, which on a CPU costs
         more than the networks being trained. With ``file`` the latents are kept there (safetensors) for the
         next stage, and reused only if they were made by the same VAE (``fingerprint``) from the same shards."""
-        from safetensors import safe_open
-        from safetensors.torch import save_file
-
         names = [s.path.name for s in self.shards]
-        if file is not None and Path(file).exists():
-            with safe_open(str(file), "pt") as f:
-                if f.metadata() == {"fingerprint": fingerprint, "shards": json.dumps(names)}:
-                    self.latents = [f.get_tensor(name) for name in names]
-                    return
-        self.latents = []
-        for shard in self.shards:
-            pixels = _pixels(shard.arrays["frames"])
-            self.latents.append(torch.cat([encode(pixels[i:i + chunk]).float().cpu()
-                                           for i in range(0, len(pixels), chunk)]).contiguous())
-        if file is not None:
-            try:
-                save_file(dict(zip(names, self.latents)), str(file),
-                          metadata={"fingerprint": fingerprint, "shards": json.dumps(names)})
-            except OSError:  # a read-only dataset: the cache just lives for this run
-                pass
+        latents = cached_tensors(file, {"fingerprint": fingerprint, "shards": json.dumps(names)}, lambda: {
+            s.path.name: encode_frames(encode, s.arrays["frames"], chunk) for s in self.shards})
+        self.latents = [latents[name] for name in names]
 
     def use_epoch(self, epoch: int) -> None:
         # Not named set_epoch: accelerate calls set_epoch with its own count of iterations, which a
@@ -132,44 +140,29 @@ class StillsDataset(torch.utils.data.Dataset):
     """Single-frame samples from a stills file (synth/stills.py): each still is its own reference, and has no
     audio, so the batches carry only what the base and stage 1 read."""
 
-    def __init__(self, file, seed: int = 0):
+    def __init__(self, file):
         path = Path(file)
         if not path.exists():
             raise InputError(f"stills file not found: looked for '{path.name}' in '{path.parent}'",
                              "make it with portraittalk_core.synth.stills.make_stills (train-demo does)")
         with np.load(path) as data:
-            self.frames, self.landmarks = data["frames"], data["landmarks"]
+            self.frames = data["frames"]
             self.captions = [str(c) for c in data["captions"]]
             self.meta = json.loads(str(data["meta"]))
-        self.path, self.seed, self.epoch = path, seed, 0
+        self.path = path
         self.latents: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    @torch.no_grad()
     def cache_latents(self, encode, file=None, fingerprint: str = "", chunk: int = 64) -> None:
         """As ShardDataset.cache_latents, the whole file's latents in one tensor."""
-        from safetensors import safe_open
-        from safetensors.torch import save_file
-
         tag = {"fingerprint": fingerprint, "stills": json.dumps(self.meta)}
-        if file is not None and Path(file).exists():
-            with safe_open(str(file), "pt") as f:
-                if f.metadata() == tag:
-                    self.latents = f.get_tensor("latents")
-                    return
-        pixels = _pixels(self.frames)
-        self.latents = torch.cat([encode(pixels[i:i + chunk]).float().cpu()
-                                  for i in range(0, len(pixels), chunk)]).contiguous()
-        if file is not None:
-            try:
-                save_file({"latents": self.latents}, str(file), metadata=tag)
-            except OSError:
-                pass
+        latents = cached_tensors(file, tag, lambda: {"latents": encode_frames(encode, self.frames, chunk)})
+        self.latents = latents["latents"]
 
     def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        pass  # a still is the same sample in every epoch
 
     def __getitem__(self, index: int) -> dict:
         frame = _pixels(self.frames[index])
@@ -185,7 +178,7 @@ class MixedDataset(torch.utils.data.Dataset):
     and a resumed run sees the same order."""
 
     def __init__(self, parts: list, seed: int = 0):
-        self.parts, self.seed, self.epoch = parts, seed, 0
+        self.parts, self.seed = parts, seed
         self.index = [(p, i) for p, part in enumerate(parts) for i in range(len(part))]
         self.order = np.arange(len(self.index))
 
@@ -193,7 +186,6 @@ class MixedDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
         for part in self.parts:
             part.use_epoch(epoch)
         self.order = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.index))

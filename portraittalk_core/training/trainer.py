@@ -165,7 +165,7 @@ class Trainer:
             if settings.stage == 1 and self.model.face_encoder is None:
                 raise InputError("stills carry no ArcFace embeddings, which this config's stage 1 needs",
                                  "train stage 1 without --stills, or with a config that has the builtin face encoder")
-            self.dataset = MixedDataset([self.dataset, StillsDataset(settings.stills, settings.seed)], settings.seed)
+            self.dataset = MixedDataset([self.dataset, StillsDataset(settings.stills)], settings.seed)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=settings.batch_size, shuffle=False,
                                              collate_fn=collate, drop_last=False)
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
