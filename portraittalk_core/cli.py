@@ -73,6 +73,10 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
                    help="redraw the photo outside the face (hair, clothes, background) from the prompt first")
     p.add_argument("--restyle-scale", type=float, default=None,
                    help="guidance scale of the restyle's prompt (default: the model's)")
+    p.add_argument("--head-motion", type=Path, default=None, metavar="VIDEO",
+                   help="a driving video of a talking head (anyone's): the photo moves as that head moves "
+                        "(rotation, scale, shift from its first frame on; played back and forth if shorter "
+                        "than the audio)")
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
     p.add_argument("--audio-scale", type=float, default=3.5, help="guidance scale of the audio")
@@ -151,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="as generate's --paste-photo")
     ev.add_argument("--restyle-scale", type=float, default=None,
                     help="guidance scale of the prompt test's restyle (default: the model's)")
+    ev.add_argument("--head-motion", action="store_true",
+                    help="the lip sync and identity clips follow the ground truth's head motion (fitted to its brows "
+                         "and nose, as a driving video's would be; the mouth and jaw stay the audio's)")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
     for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", 3.5)):
@@ -202,7 +209,8 @@ def main_generate(args) -> int:
         restyle_scale=args.restyle_scale, text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale, identity_strength=args.identity_strength,
         audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed)
     pipe = _pipeline(args)
-    result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref])
+    result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref],
+                  head_motion=args.head_motion)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {result.path}: {result.frames} frames at {result.fps:g} fps, "
           f"{result.duration:.2f} s of audio ({stages})")
@@ -290,7 +298,8 @@ def main(argv=None) -> int:
                 seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
                 sampler=args.sampler, denoise=args.denoise, region=args.region, paste_photo=args.paste_photo,
-                restyle_scale=args.restyle_scale, seed=args.seed, workers=args.workers))
+                restyle_scale=args.restyle_scale, head_motion=args.head_motion, seed=args.seed,
+                workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")
             return 0

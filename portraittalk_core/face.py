@@ -613,7 +613,7 @@ class MediaPipeDetector:
         ]
         centre = np.array([self._CROP / 2, self._CROP / 2], dtype=np.float32)
         best = min(points, key=lambda pts: float(np.linalg.norm(pts.mean(0) - centre)))
-        return _apply_affine(cv2.invertAffineTransform(to_crop), best[:468])
+        return apply_affine(cv2.invertAffineTransform(to_crop), best[:468])
 
     def close(self) -> None:
         for graph in (getattr(self, "_detector", None), getattr(self, "_mesh", None)):
@@ -758,7 +758,7 @@ def select_face(detections: list[FaceDetection], image_label: str) -> FaceDetect
             f"No face found in {image_label}",
             "use a photo where one face is clearly visible, frontal, at least ~128 px wide",
         )
-    chosen = max(detections, key=_bbox_area)
+    chosen = max(detections, key=bbox_area)
     if len(detections) > 1:
         x0, y0, x1, y1 = (int(round(v)) for v in chosen.bbox)
         warnings.warn(
@@ -769,7 +769,7 @@ def select_face(detections: list[FaceDetection], image_label: str) -> FaceDetect
     return chosen
 
 
-def _bbox_area(det: FaceDetection) -> float:
+def bbox_area(det: FaceDetection) -> float:
     x0, y0, x1, y1 = det.bbox
     return float(max(0.0, x1 - x0) * max(0.0, y1 - y0))
 
@@ -840,12 +840,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray, weights=None) -> np.n
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def _apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The 2x3 affine that applies ``inner`` first, then ``outer``."""
     linear = outer[:, :2] @ inner[:, :2]
     shift = outer[:, :2] @ inner[:, 2] + outer[:, 2]
@@ -867,7 +867,7 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         fx, fy = small_size[0] / width, small_size[1] / height
         # small pixel -> source pixel: x = (x_small + 0.5) / f - 0.5
         small_to_source = np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5]])
-        matrix = _compose(matrix, small_to_source)
+        matrix = compose_affine(matrix, small_to_source)
     # Replicate rather than reflect: a reflected border can mirror a second face into the crop.
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
@@ -892,11 +892,11 @@ def align_face(
                          "use about 0.45 (eyes to chin take 45% of the crop height)")
     size = int(size)
     matrix = similarity_transform(det.kps, template_kps(size, face_fraction), KPS_WEIGHTS)
-    landmarks = _apply_affine(matrix, det.landmarks)
+    landmarks = apply_affine(matrix, det.landmarks)
     return AlignedFace(
         image=_warp(image, matrix, size),
         matrix=matrix.astype(np.float32),
-        kps=_apply_affine(matrix, det.kps),
+        kps=apply_affine(matrix, det.kps),
         landmarks=landmarks,
         regions=det.regions,
         head_mask=head_placement_mask(landmarks, size),

@@ -35,9 +35,10 @@ from . import face as face_io
 from .backbone import Backbone, load_backbone, random_backbone
 from .clips import Clip, plan_clips
 from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_boxes, prepare_audio,
-                           prepare_references)
+                           prepare_references, structure_maps)
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
+from .head_motion import moved_face, read_head_motion, retime
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
 from .video import VideoWriter
@@ -149,9 +150,10 @@ def paste_weights(keep: torch.Tensor, vae_scale: int) -> np.ndarray:
 
 
 def paste_over_photo(frames, photo, weights):
-    """Frames (n, H, W, 3) blended over the photo (H, W, 3) of the same scale with ``paste_weights`` (H, W, 1):
-    float arrays or tensors; uint8 in, uint8 out."""
-    blended = photo[None] * (1.0 - weights) + frames * weights
+    """Frames (n, H, W, 3) blended over the photo (H, W, 3), or one photo per frame (n, H, W, 3), of the same scale
+    with ``paste_weights`` (H, W, 1) or (n, H, W, 1): float arrays or tensors; uint8 in, uint8 out."""
+    photo = photo[None] if photo.ndim == 3 else photo
+    blended = photo * (1.0 - weights) + frames * weights
     return np.round(blended).astype(np.uint8) if frames.dtype == np.uint8 else blended
 
 
@@ -181,7 +183,7 @@ def restyle_latents(predict_noise, photo: torch.Tensor, keep: torch.Tensor, nois
 def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents: torch.Tensor | None,
                   context: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(known latents, mask) for one clip of ``photo``'s shape (1, C, F, h, w), the mask 1 where the latents are
-    known: the photo where ``keep`` (1, 1, 1, h, w) says so, and the first ``context`` frames, which are the
+    known: the photo where ``keep`` (1, 1, 1 or F, h, w) says so, and the first ``context`` frames, which are the
     previous clip's ``motion_latents``. (None, None) when nothing is known."""
     if keep is None and not context:
         return None, None
@@ -191,6 +193,27 @@ def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents
     if context:
         known[:, :, :context], mask[:, :, :context] = motion_latents, 1.0
     return known, mask
+
+
+@dataclass
+class PhotoFrames:
+    """What a clip's frames take from the (first) photo: one entry per frame with head motion, else a single
+    entry that holds for every frame. Latents (1, C, F, h, w); structure maps (1, 4, F, S, S); for region mouth
+    the latent cells kept from the photo (1, 1, F, h, w), and for its paste the pixels (F, S, S, 3) and the
+    weights (F, S, S, 1) of the photo over the generated frames."""
+
+    latents: torch.Tensor
+    structure: torch.Tensor
+    keep: torch.Tensor | None = None
+    images: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def paste(self, frames: np.ndarray, first: int) -> np.ndarray:
+        """uint8 ``frames`` (n, S, S, 3), the clip's frames ``first`` to ``first + n``, over the photo."""
+        if self.images is None:
+            return frames
+        pick = slice(0, 1) if len(self.images) == 1 else slice(first, first + len(frames))
+        return paste_over_photo(frames, self.images[pick], self.weights[pick])
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -379,10 +402,43 @@ class PortraitTalkPipeline:
         return self.model.audio_projection(windows.to(self.device, self.dtype))
 
     @torch.inference_mode()
+    def photo_frames(self, face, region: str, paste: bool, motion: np.ndarray | None = None,
+                     latent: torch.Tensor | None = None) -> PhotoFrames:
+        """What frames take from the aligned ``face`` (face.AlignedFace): as it is (``latent``, its (1, C, h, w)
+        latents, saves encoding it again), or moved by each of the ``motion`` transforms (F, 2, 3), one a frame."""
+        faces = [face] if motion is None else [moved_face(face, transform) for transform in motion]
+        if latent is None:
+            pixels = torch.from_numpy(np.stack([f.image for f in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1
+            latent = self.backbone.encode_images(pixels.to(self.device, self.dtype))
+        structure = np.stack([structure_maps(f.head_mask, f.landmarks, f.regions) for f in faces])
+        frames = PhotoFrames(rearrange(latent, "f c h w -> 1 c f h w"),
+                             rearrange(torch.from_numpy(structure), "f c h w -> 1 c f h w").to(self.device, self.dtype))
+        if region == "mouth":
+            vae_scale = self.config.vae_scale
+            keeps = [kept_outside_mouth(f, vae_scale) for f in faces]
+            frames.keep = torch.cat(keeps, dim=2).to(self.device, self.dtype)
+            if paste:
+                frames.images = np.stack([f.image for f in faces])
+                frames.weights = np.stack([paste_weights(keep, vae_scale) for keep in keeps])
+        return frames
+
+    def head_motion(self, source, fps: float, n_frames: int, resolution: int) -> np.ndarray:
+        """(n_frames, 2, 3) transforms of the photo from ``source``: a driving video's path (head_motion.py), or
+        transforms in the pixels of the ``resolution`` crop already, retimed (played back and forth) to fit."""
+        if isinstance(source, (str, Path)):
+            return read_head_motion(source, self.detector, fps, n_frames, resolution, self.config.face_fraction)
+        motion = np.asarray(source, dtype=np.float32)
+        if motion.ndim != 3 or motion.shape[1:] != (2, 3) or not len(motion) or not np.isfinite(motion).all():
+            raise InputError(f"head motion must be finite (F, 2, 3) affine transforms, got shape {motion.shape}",
+                             "pass a driving video's path, or one 2x3 transform per frame")
+        return motion if len(motion) >= n_frames else retime(motion, fps, fps, n_frames)
+
+    @torch.inference_mode()
     def denoise_clip(self, clip: Clip, noise: torch.Tensor, motion_latents: torch.Tensor | None,
                      cond: dict, settings: GenerationSettings, scheduler, on_step=None, cancel=None
                      ) -> torch.Tensor:
-        """Denoise one clip; returns the latents of its new frames (1, C, new, h, w).
+        """Denoise one clip; returns the latents of its new frames (1, C, new, h, w). ``cond["photo"]`` holds
+        the clip's ``PhotoFrames``.
 
         What is known (``known_latents``: the motion frames, and for region "mouth" the photo outside the
         mouth) is put back at the current noise level before every step, so the rest is denoised in attention
@@ -403,16 +459,19 @@ class PortraitTalkPipeline:
             bank=cond["bank"],
             bank_scale=on([b[1] for b in branches], settings.reference_strength),
         )
-        structure = repeat(cond["structure"], "1 c h w -> b c h w", b=count)
+        frames = cond["photo"]
+        # one structure map for the whole clip is encoded once, not once a frame
+        still = frames.structure.shape[2] == 1
+        structure = repeat(frames.structure[:, :, 0] if still else frames.structure, "1 ... -> b ...", b=count)
         branch_weights = torch.tensor([weights[n] for n in names], device=self.device, dtype=self.dtype)
 
-        photo = repeat(cond["reference_latent"], "1 c h w -> 1 c f h w", f=noise.shape[2])
+        photo = frames.latents.expand(-1, -1, noise.shape[2], -1, -1)
         timesteps = start_timesteps(scheduler, settings.steps, settings.denoise, self.device)
         # Partial runs start from the photo; so does region mouth at denoise 1, as ComfyUI's KSampler adds its
         # noise to the latent image it is given.
         latents = start_latents(scheduler, photo, noise, timesteps[0],
-                                from_photo=settings.denoise < 1.0 or cond.get("keep") is not None)
-        known, known_mask = known_latents(photo, cond.get("keep"), motion_latents, clip.context)
+                                from_photo=settings.denoise < 1.0 or frames.keep is not None)
+        known, known_mask = known_latents(photo, frames.keep, motion_latents, clip.context)
         for t in timesteps:
             _check_cancel(cancel)
             if known is not None:  # what is known goes back in at the current noise level: inpainting
@@ -442,9 +501,11 @@ class PortraitTalkPipeline:
     def __call__(self, references: Sequence, audio, out, settings: GenerationSettings | None = None,
                  progress: bool = True, cancel=None, on_progress: Callable[[int, int], None] | None = None,
                  on_clip: Callable[[Clip], None] | None = None, reference_labels=None,
-                 on_frames: Callable[[np.ndarray], None] | None = None) -> GenerationResult:
+                 on_frames: Callable[[np.ndarray], None] | None = None, head_motion=None) -> GenerationResult:
         """Frames for ``audio`` in the likeness of ``references``, written with the audio to ``out`` (an mp4;
-        None writes nothing). ``on_frames`` gets every decoded chunk, uint8 (n, H, W, 3), as it is made."""
+        None writes nothing). ``on_frames`` gets every decoded chunk, uint8 (n, H, W, 3), as it is made.
+        ``head_motion``: a driving video whose head's movement the photo follows, or the transforms themselves
+        (see ``head_motion``); None keeps the photo where it is."""
         settings = settings or GenerationSettings()
         config = self.config
         fps = float(settings.fps or config.fps)
@@ -471,6 +532,7 @@ class PortraitTalkPipeline:
         n_frames = features.n_frames
         with timer("face"):
             refs = self.prepare_references(list(references), resolution, reference_labels)
+            motion = None if head_motion is None else self.head_motion(head_motion, fps, n_frames, resolution)
         with timer("reference"):
             text, negative = self.encode_prompts(settings.prompt, settings.negative_prompt)
         if settings.restyle:
@@ -482,12 +544,9 @@ class PortraitTalkPipeline:
                     refs.embeddings.to(self.device, self.dtype)[None])
             bank, reference_latent = self.reference_bank(refs, text, identity_tokens, settings.identity_strength)
         cond = dict(text=text, negative=negative, identity_tokens=identity_tokens, audio_windows=features.frames,
-                    bank=bank, structure=refs.structure.to(self.device, self.dtype), reference_latent=reference_latent)
-        paste = None
-        if region == "mouth":
-            cond["keep"] = kept_outside_mouth(refs.faces[0], config.vae_scale).to(self.device, self.dtype)
-            if settings.paste_photo:
-                paste = (refs.faces[0].image, paste_weights(cond["keep"], config.vae_scale))
+                    bank=bank)
+        face = refs.faces[0]
+        still = self.photo_frames(face, region, settings.paste_photo, latent=reference_latent)
 
         clips = plan_clips(n_frames, clip_frames, motion_frames)
         scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
@@ -511,13 +570,18 @@ class PortraitTalkPipeline:
                 for clip in clips:
                     noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
                                         generator=generator).to(self.device, self.dtype)
+                    with timer("face"):  # with head motion, the photo moved for each frame of this clip only
+                        photo = still if motion is None else self.photo_frames(
+                            face, region, settings.paste_photo, motion[clip.first:clip.end])
                     with timer("denoise"):
-                        new = self.denoise_clip(clip, noise, motion_latents, cond, settings, scheduler,
-                                                on_step, cancel)
+                        new = self.denoise_clip(clip, noise, motion_latents, dict(cond, photo=photo), settings,
+                                                scheduler, on_step, cancel)
                     full = new if motion_latents is None else torch.cat([motion_latents, new], dim=2)
                     motion_latents = full[:, :, full.shape[2] - motion_frames:] if motion_frames else None
+                    first = clip.context  # the new frames' place in the clip
                     for frames in _timed_iter(self.decode(new, settings.decode_chunk), timer, "decode"):
-                        frames = frames.numpy() if paste is None else paste_over_photo(frames.numpy(), *paste)
+                        frames = photo.paste(frames.numpy(), first)
+                        first += len(frames)
                         with timer("write"):
                             if writer is not None:
                                 writer.write(frames)

@@ -201,6 +201,18 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     trained_on = json.loads((tmp_path / "eval" / "eval.json").read_text())["regressor_clips"]
     assert {"train", "val"} <= {Path(c).parent.name for c in trained_on} and not any("test" in c for c in trained_on)
 
+    # --head-motion: the clips are generated following the ground truth's head motion, one transform a frame
+    given = []
+    resolve = pipeline.head_motion
+    monkeypatch.setattr(pipeline, "head_motion",
+                        lambda source, *a: given.append(np.asarray(source)) or resolve(source, *a))
+    moving = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1, prompt_clips=0,
+                                   steps=1, regressor_steps=20, seconds=0.6, head_motion=True),
+                      pipeline=pipeline, progress=lambda *_: None)
+    assert len(given) == 1 and given[0].shape == (15, 2, 3)        # 0.6 s at 25 fps
+    assert not np.allclose(given[0], given[0][:1])                  # the synthetic head moves
+    assert "following the ground truth's head motion" in format_report(moving)
+
 
 def test_posed_still_follows_the_head_and_not_the_mouth():
     """The first frame moved with the outline, brow and nose landmarks: a head that only shifts is rebuilt

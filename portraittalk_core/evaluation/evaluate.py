@@ -19,6 +19,10 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
   outside the head mask, in the top third, of the background's own colours, so not long hair) counts if it
   is the prompted one. Chance is 1 in 11.
 
+With ``head_motion`` (``eval --head-motion``) the lip sync and identity clips are generated following the ground
+truth's head motion, fitted to its brow and nose landmarks as a driving video's would be (head_motion.py):
+the self-reenactment setting, in which the identity figure measures the face and not where the head went.
+
 Baselines computed the same way sit next to the model's figures: the ground truth itself, the ground truth
 through the model's own VAE (the best its outputs can look), a still face (the reference frame held) and
 the still face moved as the ground truth's head moves (``posed_still``: what a model that followed the head's
@@ -37,7 +41,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..face import similarity_transform
+from ..head_motion import motion_from_landmarks
 from ..synth.identity import BACKGROUND_COLOURS
 from ..conditioning import mouth_boxes
 from ..training.data import Shard
@@ -64,6 +68,9 @@ class EvalSettings:
     denoise: float = 1.0
     region: str | None = None       # None: the model's default
     paste_photo: bool = True        # region mouth: the photo's own pixels outside the mouth (GenerationSettings)
+    # The lip sync and identity clips follow the ground truth's head motion (head_motion.py, from its exact brow and
+    # nose landmarks: the mouth and jaw stay the audio's to move), as a driving video would give it.
+    head_motion: bool = False
     restyle_scale: float | None = None  # the prompt test's restyle guidance; None: the model's default
     seed: int = 0
     split: str = "test"             # "val" to tune generation settings without touching the test split
@@ -180,15 +187,11 @@ def autoencoded(frames: np.ndarray, pipeline, chunk: int = 32) -> np.ndarray:
 
 def posed_still(frames: np.ndarray, landmarks: np.ndarray, regions: dict) -> np.ndarray:
     """The first frame moved, frame by frame, as the head moves: the similarity transform that takes the first
-    frame's outline, brow and nose landmarks onto each frame's (the mouth and eyes do not move with the head)."""
-    rigid = np.concatenate([np.asarray(regions[name]) for name in ("outline", "brows", "nose")])
+    frame's brow and nose landmarks onto each frame's (head_motion.RIGID_REGIONS: the mouth, jaw and eyes move on
+    their own)."""
     size = frames.shape[2], frames.shape[1]
-    moved = []
-    for points in landmarks[:len(frames)]:
-        transform = similarity_transform(landmarks[0, rigid], points[rigid])
-        moved.append(cv2.warpAffine(frames[0], transform, size, flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REPLICATE))
-    return np.stack(moved)
+    return np.stack([cv2.warpAffine(frames[0], transform, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                     for transform in motion_from_landmarks(landmarks[:len(frames)], regions)])
 
 
 def baseline_metrics(shard: Shard, regressor, pipeline=None, window: int | None = None) -> dict:
@@ -291,9 +294,12 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
         baselines.append(baseline_metrics(shard, regressor, pipeline if index < settings.clips else None, window))
         if index < settings.clips:
             made: list[np.ndarray] = []
+            regions = {k: np.asarray(v) for k, v in shard.meta["regions"].items()}
+            motion = (motion_from_landmarks(shard.arrays["landmarks"][:window], regions) if settings.head_motion
+                      else None)
             pipeline([reference], _speech(shard, settings.seconds), None, GenerationSettings(
                 prompt=meta["caption"], **_sampling(settings), fps=float(shard.meta["fps"])),
-                progress=False, on_frames=made.append)
+                progress=False, on_frames=made.append, head_motion=motion)
             result = clip_metrics(np.concatenate(made), shard, regressor)
             per_clip.append({"clip": path.stem, **result})
             progress(f"[{index + 1}/{min(settings.clips, len(clips))}] {path.stem}: lip sync "
@@ -373,8 +379,9 @@ def format_report(report: dict) -> str:
     def verdict(name):
         return "meets target" if report[name] >= TARGETS[name] else "BELOW target"
 
+    motion = " following the ground truth's head motion" if report["settings"].get("head_motion") else ""
     lines = [
-        f"PortraitTalk eval: {report['clips']} {report['split']} clips (held-out identities and sentences), "
+        f"PortraitTalk eval: {report['clips']} {report['split']} clips (held-out identities and sentences){motion}, "
         f"{report['prompt_clips']} prompt clips",
         f"  lip sync (aperture correlation)   {report['lip_sync']:.3f}   target >= 0.6: {verdict('lip_sync')}"
         f"   [ground truth as measured {report['ceiling_lip_sync']:.3f}, through the VAE "
