@@ -212,6 +212,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert len(given) == 1 and given[0].shape == (15, 2, 3)        # 0.6 s at 25 fps
     assert not np.allclose(given[0], given[0][:1])                  # the synthetic head moves
     assert "following the ground truth's head motion" in format_report(moving)
+    assert "prompt colour found               not run" in format_report(moving)
 
 
 def test_posed_still_follows_the_head_and_not_the_mouth():

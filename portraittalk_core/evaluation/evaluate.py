@@ -390,7 +390,8 @@ def format_report(report: dict) -> str:
         f"   [ground truth through the VAE {report['vae_identity_ssim']:.3f}, still face {report['still_identity_ssim']:.3f}, "
         f"still face moved with the head {report['posed_still_identity_ssim']:.3f}]",
         f"  prompt colour found               {report['prompt_accuracy']:.3f}   target >= 0.8: "
-        f"{verdict('prompt_accuracy')}   [chance {1 / len(BACKGROUND_COLOURS):.3f}]",
+        f"{verdict('prompt_accuracy')}   [chance {1 / len(BACKGROUND_COLOURS):.3f}]" if report["prompt_clips"] else
+        "  prompt colour found               not run (--prompt-clips 0)",
         f"  flicker (mean |frame change|)     {report['flicker']:.4f}   ground truth {report['flicker_ground_truth']:.4f}"
         f"   ratio {report['flicker'] / max(report['flicker_ground_truth'], 1e-12):.2f}",
         f"  ADFD                              {report['adfd']:.3f}   [ground truth {report['ceiling_adfd']:.3f}, "
