@@ -8,6 +8,7 @@ from .apply import ApplyPortraitTalk
 from .audio_encode import AudioEncode
 from .backbone import BackboneLoader, TextEncode
 from .demo_inputs import DemoInputs
+from .head_motion import HeadMotionFromVideo
 from .identity_refs import LoadIdentityRefs
 from .loader import PortraitTalkLoader
 from .paste_photo import PastePhoto
@@ -19,7 +20,7 @@ class PortraitTalkExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, PortraitTalkSampler, VideoCombine,
-                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs, PastePhoto]
+                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs, PastePhoto, HeadMotionFromVideo]
 
 
 async def comfy_entrypoint() -> PortraitTalkExtension:

@@ -52,13 +52,13 @@ class ApplyPortraitTalk(io.ComfyNode):
         start = min(start_frame, end - 1)
         # The stock KSampler batches [positive, negative] as chunks 0 and 1.
         branches = {0: Branch(identity=True, audio=True), 1: Branch()}
-        patched, run, device, dtype, encoded = prepare_patched_model(model, vae, positive, portraittalk, refs, branches,
+        patched, run, device, dtype, encoded, _ = prepare_patched_model(model, vae, positive, portraittalk, refs, branches,
                                                             identity_strength, audio_strength, motion_scale,
                                                             structure_strength)
         with torch.inference_mode():
             run.audio_tokens = portraittalk.model.audio_projection(
                 audio_features.frames[start:end].to(device, dtype))
-        first, free = region_latents(region, portraittalk.config, refs, encoded, vae.downscale_ratio)
+        first, free = region_latents(region, portraittalk.config, refs.faces[:1], encoded, vae.downscale_ratio)
         latent = {"samples": first.repeat(end - start, 1, 1, 1)}
         if free.min() < 1:  # only the mouth is generated: the stock KSampler inpaints with a noise mask
             latent["noise_mask"] = free.repeat(end - start, 1, 1, 1)

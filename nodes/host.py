@@ -91,10 +91,12 @@ def motion_injection(animate_net, motion_scale: float) -> PatcherInjection:
 
 
 class StructurePatch:
-    """Input-block patch: adds the structure residual to the output of ``conv_in`` (input block 0)."""
+    """Input-block patch: adds the structure residual to the output of ``conv_in`` (input block 0). The residual is
+    one for every frame (1, C0, h, w) or one a frame of the clip (F, C0, h, w; head motion), which the sampler sets
+    before each clip: the batch holds the clip's frames once for each guidance branch."""
 
     def __init__(self, residual: torch.Tensor):
-        self.residual = residual  # (1, C0, h, w)
+        self.residual = residual
 
     def __call__(self, h, transformer_options):
         if transformer_options.get("block") != ("input", 0):
@@ -102,7 +104,10 @@ class StructurePatch:
         if self.residual.shape[-2:] != h.shape[-2:]:
             raise InputError(f"the structure maps are for {tuple(self.residual.shape[-2:])} latents but the sampler's are "
                              f"{tuple(h.shape[-2:])}", "use the same resolution in Load Identity Refs and the sampler")
-        return h + self.residual.to(h.device, h.dtype).expand(h.shape[0], -1, -1, -1)
+        residual = self.residual.to(h.device, h.dtype)
+        if residual.shape[0] == 1:
+            return h + residual.expand(h.shape[0], -1, -1, -1)
+        return h + repeat(residual, "f ... -> (n f) ...", n=h.shape[0] // residual.shape[0])
 
     def __deepcopy__(self, memo):
         return self
@@ -123,16 +128,15 @@ def check_model_family(model, config) -> None:
                          "PortraitTalk weights")
 
 
-def patch_model(model, animate_net, run: ComfyRun, structure_residual: torch.Tensor | None,
-                motion_scale: float = 1.0):
+def patch_model(model, animate_net, run: ComfyRun, structure: StructurePatch | None, motion_scale: float = 1.0):
     """A clone of ``model`` with PortraitTalk's attention, temporal and structure modules patched in."""
     patched = model.clone()
     for (kind, block, number, index), patch in attention_patches(animate_net).items():
         setter = patched.set_model_attn1_replace if kind == "attn1" else patched.set_model_attn2_replace
         setter(patch, block, number, index)
     patched.model_options["transformer_options"][KEY] = run
-    if structure_residual is not None:
-        patched.set_model_input_block_patch(StructurePatch(structure_residual))
+    if structure is not None:
+        patched.set_model_input_block_patch(structure)
     patched.set_injections(KEY, [motion_injection(animate_net, motion_scale)])
     patched.set_model_forward_timestep_embed_patch((TemporalLayer, _temporal_handler))
     return patched

@@ -30,4 +30,4 @@ class PastePhoto(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, refs, portraittalk, region="model default") -> io.NodeOutput:
-        return io.NodeOutput(pasted(images, refs, portraittalk.config, region))
+        return io.NodeOutput(pasted(images, refs.faces[:1], portraittalk.config, region))

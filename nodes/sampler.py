@@ -11,13 +11,17 @@ from comfy.ldm.modules.attention import optimized_attention
 import torch
 from comfy_api.latest import io
 
+import numpy as np
+
 from portraittalk_core.clips import plan_clips
 from portraittalk_core.comfy_patches import Branch, ComfyRun
+from portraittalk_core.conditioning import structure_maps
+from portraittalk_core.head_motion import moved_face
 from portraittalk_core.pipeline import BRANCHES, guidance_weights
 
-from .host import check_model_family, patch_model, structure_residual
+from .host import StructurePatch, check_model_family, patch_model, structure_residual
 from .region import paste_photo_input, pasted, region_input, region_latents
-from .types import AudioFeatures, IdentityRefs, PortraitTalk
+from .types import AudioFeatures, HeadMotion, IdentityRefs, PortraitTalk
 
 
 def strength_inputs() -> list:
@@ -53,8 +57,9 @@ class PortraitTalkGuider(comfy.samplers.CFGGuider):
 def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: dict[int, Branch],
                           identity_strength: float, audio_strength: float, motion_scale: float,
                           structure_strength: float):
-    """Identity tokens and the reference bank (once per generation), the patched clone of ``model``, and the
-    references encoded by ``vae`` (latents as ComfyUI's samplers take them)."""
+    """Identity tokens and the reference bank (once per generation), the patched clone of ``model``, the
+    references encoded by ``vae`` (latents as ComfyUI's samplers take them) and the structure patch (None at
+    strength 0)."""
     net, config = portraittalk.model, portraittalk.config
     check_model_family(model, config)
     dtype = model.model_dtype()  # PortraitTalk's modules compute inside the UNet, in its dtype
@@ -72,12 +77,13 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
     run = ComfyRun(branches, identity_tokens=tokens, bank=bank, identity_strength=identity_strength,
                    audio_strength=audio_strength, reference_strength=identity_strength,
                    base_attention=optimized_attention)
-    residual = None
+    structure = None
     if structure_strength:
-        residual = structure_strength * structure_residual(net.animate_net, refs.structure, device, dtype)
-    patched = patch_model(model, net.animate_net, run, residual, motion_scale)
+        structure = StructurePatch(structure_strength * structure_residual(net.animate_net, refs.structure, device,
+                                                                           dtype))
+    patched = patch_model(model, net.animate_net, run, structure, motion_scale)
     patched.set_additional_models("portraittalk", [portraittalk.patcher])
-    return patched, run, device, dtype, encoded
+    return patched, run, device, dtype, encoded, structure
 
 
 def _branches(names: list[str]) -> dict[int, Branch]:
@@ -126,6 +132,10 @@ class PortraitTalkSampler(io.ComfyNode):
                                tooltip="Share of the schedule that runs, as in KSampler: below 1 every frame starts "
                                        "from the first reference's latent noised to that level."),
                 paste_photo_input(),
+                HeadMotion.Input("head_motion", optional=True,
+                                 tooltip="From PortraitTalk Head Motion: the photo moves as the driving video's head "
+                                         "does (played back and forth if shorter than the audio). Unconnected: "
+                                         "the photo stays where it is."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The frames, an IMAGE batch."),
@@ -138,10 +148,10 @@ class PortraitTalkSampler(io.ComfyNode):
                 sampler_name="ddim", scheduler="normal", text_scale=5.0, identity_scale=2.0, audio_scale=3.5,
                 identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
                 clip_frames=0, motion_frames=-1, region="model default", denoise=1.0,
-                paste_photo=True) -> io.NodeOutput:
+                paste_photo=True, head_motion=None) -> io.NodeOutput:
         config = portraittalk.config
         weights = guidance_weights(text_scale, identity_scale, audio_scale)
-        patched, run, device, dtype, encoded = prepare_patched_model(
+        patched, run, device, dtype, encoded, structure = prepare_patched_model(
             model, vae, positive, portraittalk, refs, _branches(list(weights)), identity_strength, audio_strength,
             motion_scale, structure_strength)
         net = portraittalk.model
@@ -155,15 +165,28 @@ class PortraitTalkSampler(io.ComfyNode):
         total = steps if denoise >= 1.0 else int(steps / denoise)
         sigmas = comfy.samplers.calculate_sigmas(patched.get_model_object("model_sampling"), scheduler, total)
         sigmas = sigmas[-(steps + 1):].cpu()
-        start, free = region_latents(region, config, refs, encoded, vae.downscale_ratio, from_photo=denoise < 1.0)
+        photo = refs.faces[:1]
+        start, free = region_latents(region, config, photo, encoded, vae.downscale_ratio, from_photo=denoise < 1.0)
+        moves = None
+        if head_motion is not None:
+            moves = head_motion.at(audio_features.fps, audio_features.n_frames, photo[0].image.shape[0])
         progress = comfy.utils.ProgressBar(len(clips))
         frames, motion = [], None
         for index, clip in enumerate(clips):
             comfy.model_management.throw_exception_if_processing_interrupted()
             with torch.inference_mode():
                 run.audio_tokens = net.audio_projection(audio_features.frames[clip.first:clip.end].to(device, dtype))
-            latent = start.repeat(clip.length, 1, 1, 1)
-            mask = free.repeat(clip.length, 1, 1, 1)
+            if moves is None:
+                latent, mask = start.repeat(clip.length, 1, 1, 1), free.repeat(clip.length, 1, 1, 1)
+            else:  # the photo moved for each frame of this clip: its latents, masks and structure move with it
+                faces = [moved_face(photo[0], transform) for transform in moves[clip.first:clip.end]]
+                moved = torch.from_numpy(np.stack([f.image for f in faces])).float() / 255.0
+                latent, mask = region_latents(region, config, faces, vae.encode(moved), vae.downscale_ratio,
+                                              from_photo=denoise < 1.0)
+                if structure is not None:
+                    maps = torch.from_numpy(np.stack([structure_maps(f.head_mask, f.landmarks, f.regions)
+                                                      for f in faces]))
+                    structure.residual = structure_strength * structure_residual(net.animate_net, maps, device, dtype)
             if clip.context:
                 latent[:clip.context], mask[:clip.context] = motion, 0.0
             noise = comfy.sample.prepare_noise(latent, seed + index)
@@ -172,9 +195,10 @@ class PortraitTalkSampler(io.ComfyNode):
                                     disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed + index)
             samples = samples.to(comfy.model_management.intermediate_device())
             motion = samples[samples.shape[0] - motion_frames:] if motion_frames else None
-            frames.append(vae.decode(samples[clip.context:]))
+            decoded = vae.decode(samples[clip.context:])
+            if paste_photo:
+                decoded = pasted(decoded, photo if moves is None else faces[clip.context:], config, region,
+                                 vae.downscale_ratio)
+            frames.append(decoded)
             progress.update(1)
-        frames = torch.cat(frames).float()
-        if paste_photo:
-            frames = pasted(frames, refs, config, region, vae.downscale_ratio)
-        return io.NodeOutput(frames, float(audio_features.fps))
+        return io.NodeOutput(torch.cat(frames).float(), float(audio_features.fps))

@@ -8,3 +8,5 @@ PortraitTalk = io.Custom("PORTRAITTALK")
 IdentityRefs = io.Custom("PORTRAITTALK_REFS")
 # Per-frame audio feature windows at a frame rate (core.audio.AudioFeatures) and the waveform.
 AudioFeatures = io.Custom("PORTRAITTALK_AUDIO")
+# A driving video's head motion (core.head_motion.HeadMotion): a transform a frame at the video's frame rate.
+HeadMotion = io.Custom("PORTRAITTALK_HEAD_MOTION")

@@ -13,8 +13,9 @@ so the movement carries over whatever size and place the two faces have in their
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 import av
 import cv2
@@ -57,50 +58,78 @@ def retime(motion: np.ndarray, source_fps: float, fps: float, n_frames: int) -> 
     return motion[index]
 
 
-def read_head_motion(path, detector, fps: float, n_frames: int, resolution: int, face_fraction: float
-                     ) -> np.ndarray:
-    """(n_frames, 2, 3) head motion at ``fps`` from the driving video at ``path``, in the pixels of a ``resolution``
-    crop aligned with ``face_fraction`` (the photo's). Only the part of the video that ``n_frames`` needs is read;
-    frames where no face is found keep the nearest found frame's pose."""
+@dataclass
+class HeadMotion:
+    """A driving video's head motion: one transform (2, 3) a frame at ``fps``, in the pixels of a ``resolution``
+    crop aligned as the photo is."""
+
+    transforms: np.ndarray
+    fps: float
+    resolution: int
+
+    def at(self, fps: float, n_frames: int, resolution: int) -> np.ndarray:
+        """(n_frames, 2, 3) for an output at ``fps`` and ``resolution`` (a similarity transform in a crop k times
+        larger is the same turn and scale with a k times larger shift)."""
+        transforms = self.transforms.copy()
+        transforms[:, :, 2] *= resolution / self.resolution
+        return retime(transforms, self.fps, fps, n_frames)
+
+
+def motion_from_frames(frames: Iterable[np.ndarray], detector, resolution: int, face_fraction: float,
+                       label: str) -> np.ndarray:
+    """(F, 2, 3) head motion of RGB uint8 ``frames`` (one transform each), in the pixels of a ``resolution`` crop
+    aligned with ``face_fraction`` (the photo's), smoothed against detector jitter. Frames where no face is found
+    keep the nearest earlier face's pose; ``label`` names the frames in the error when none has a face."""
+    found: list[np.ndarray | None] = []
+    regions, crop = None, None
+    for frame in frames:
+        detections = face_io.detect_faces(frame, detector)
+        if not detections:
+            found.append(None)
+            continue
+        chosen = max(detections, key=face_io.bbox_area)
+        if crop is None:  # the first face found is the one the motion is measured from
+            template = face_io.template_kps(resolution, face_fraction)
+            crop = face_io.similarity_transform(chosen.kps, template, face_io.KPS_WEIGHTS)
+            regions = chosen.regions
+        found.append(face_io.apply_affine(crop, chosen.landmarks))
+    if crop is None:
+        raise FaceError(f"no face found in {label} ({len(found)} frames read)",
+                        "drive the head motion with a video where one face is clearly visible")
+    motion = motion_from_landmarks(np.stack(_fill_gaps(found)), regions)
+    return gaussian_filter1d(motion, DETECTION_SMOOTHING, axis=0, mode="nearest")
+
+
+def read_head_motion(path, detector, resolution: int, face_fraction: float, seconds: float | None = None,
+                     max_fps: float | None = None) -> HeadMotion:
+    """The head motion of the driving video at ``path``: its first ``seconds`` (None: all of it), read at most
+    ``max_fps`` frames a second (no need to read more often than the output's frame rate)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"driving video not found: '{path.name}' in '{path.parent.resolve()}'",
                          "check the path given to --head-motion")
-    seconds = n_frames / fps
-    found: list[np.ndarray | None] = []
-    regions, crop = None, None
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path.name} has no video stream", "give --head-motion a video of a talking head")
             stream = container.streams.video[0]
-            source_fps = float(stream.average_rate or stream.guessed_rate or fps)
-            step = max(1, int(source_fps // fps))  # no need to read more often than the output's frame rate
-            for index, frame in enumerate(container.decode(stream)):
-                if index / source_fps > seconds + 1.0 / source_fps:
-                    break
-                if index % step:
-                    continue
-                detections = face_io.detect_faces(frame.to_ndarray(format="rgb24"), detector)
-                if not detections:
-                    found.append(None)
-                    continue
-                chosen = max(detections, key=face_io.bbox_area)
-                if crop is None:  # the first face found is the one the motion is measured from
-                    template = face_io.template_kps(resolution, face_fraction)
-                    crop = face_io.similarity_transform(chosen.kps, template, face_io.KPS_WEIGHTS)
-                    regions = chosen.regions
-                found.append(face_io.apply_affine(crop, chosen.landmarks))
+            source_fps = float(stream.average_rate or stream.guessed_rate or 25.0)
+            step = max(1, int(source_fps // max_fps)) if max_fps else 1
+            last = None if seconds is None else seconds + 1.0 / source_fps
+
+            def sampled():
+                for index, frame in enumerate(container.decode(stream)):
+                    if last is not None and index / source_fps > last:
+                        return
+                    if index % step == 0:
+                        yield frame.to_ndarray(format="rgb24")
+
+            transforms = motion_from_frames(sampled(), detector, resolution, face_fraction,
+                                            f"the driving video {path.name}")
     except av.error.FFmpegError as err:
         raise InputError(f"the driving video {path.name} cannot be decoded ({err})",
                          "re-encode it with ffmpeg, or give another video") from err
-    if crop is None:
-        raise FaceError(f"no face found in the driving video {path.name} ({len(found)} frames read)",
-                        "give --head-motion a video where one face is clearly visible")
-    landmarks = np.stack(_fill_gaps(found))
-    motion = motion_from_landmarks(landmarks, regions)
-    motion = gaussian_filter1d(motion, DETECTION_SMOOTHING, axis=0, mode="nearest")
-    return retime(motion, source_fps / step, fps, n_frames)
+    return HeadMotion(transforms, source_fps / step, resolution)
 
 
 def _fill_gaps(found: list) -> list[np.ndarray]:

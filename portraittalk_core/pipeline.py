@@ -38,7 +38,7 @@ from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_b
                            prepare_references, structure_maps)
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
-from .head_motion import moved_face, read_head_motion, retime
+from .head_motion import HeadMotion, moved_face, read_head_motion, retime
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
 from .video import VideoWriter
@@ -423,10 +423,14 @@ class PortraitTalkPipeline:
         return frames
 
     def head_motion(self, source, fps: float, n_frames: int, resolution: int) -> np.ndarray:
-        """(n_frames, 2, 3) transforms of the photo from ``source``: a driving video's path (head_motion.py), or
-        transforms in the pixels of the ``resolution`` crop already, retimed (played back and forth) to fit."""
+        """(n_frames, 2, 3) transforms of the photo from ``source``: a driving video's path or a ``HeadMotion``
+        (head_motion.py), or transforms in the pixels of the ``resolution`` crop, retimed (played back and forth)
+        to fit."""
         if isinstance(source, (str, Path)):
-            return read_head_motion(source, self.detector, fps, n_frames, resolution, self.config.face_fraction)
+            source = read_head_motion(source, self.detector, resolution, self.config.face_fraction,
+                                      seconds=n_frames / fps, max_fps=fps)
+        if isinstance(source, HeadMotion):
+            return source.at(fps, n_frames, resolution)
         motion = np.asarray(source, dtype=np.float32)
         if motion.ndim != 3 or motion.shape[1:] != (2, 3) or not len(motion) or not np.isfinite(motion).all():
             raise InputError(f"head motion must be finite (F, 2, 3) affine transforms, got shape {motion.shape}",

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI or ".") / "main
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the ComfyUI tests")
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ["PortraitTalkApply", "PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkSampler",
-         "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode", "PortraitTalkPastePhoto"]
+         "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode", "PortraitTalkPastePhoto",
+         "PortraitTalkHeadMotion"]
 
 
 def _free_port() -> int:
@@ -333,6 +334,35 @@ def test_region_mouth_frames_get_the_photos_own_pixels_back(comfy):
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
     frames, photo = _saved_images(base, result, "21"), _saved_images(base, result, "22")[0]
     assert (abs(frames - photo).max(axis=(0, 3)) <= 1).mean() > 0.5
+
+
+def test_head_motion_moves_the_photo_in_the_sampler(comfy):
+    """Head Motion from a driving batch (4 frames as the photo is, then 4 turned and shifted) -> the Sampler, region
+    mouth, clips of 4 frames: the first frames are the aligned photo outside the mouth, the turned ones are not."""
+    import numpy as np
+    from PIL import Image
+
+    url, base = comfy
+    photo = Image.open(base / "input" / "face.jpg").convert("RGB")
+    turned = photo.rotate(12, resample=Image.BILINEAR, translate=(photo.width // 12, 0), fillcolor=(128, 128, 128))
+    frames = [photo] * 4 + [turned] * 4
+    frames[0].save(base / "input" / "driving.tif", save_all=True, append_images=frames[1:])   # LoadImage: a batch
+    prompt = tiny_talking_face_prompt()
+    del prompt["10"]
+    prompt["9"]["inputs"].update(region="mouth", paste_photo=True, clip_frames=4, motion_frames=1,
+                                 head_motion=["31", 0])
+    prompt["30"] = {"class_type": "LoadImage", "inputs": {"image": "driving.tif"}}
+    prompt["31"] = {"class_type": "PortraitTalkHeadMotion", "inputs": {"portraittalk": ["1", 0],
+                                                                       "driving_frames": ["30", 0], "fps": 10.0}}
+    prompt["21"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "motion/frames"}}
+    prompt["22"] = {"class_type": "SaveImage", "inputs": {"images": ["6", 1], "filename_prefix": "motion/aligned"}}
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    made, aligned = _saved_images(base, result, "21"), _saved_images(base, result, "22")[0]
+    assert len(made) == 8
+    same = (abs(made - aligned).max(axis=3) <= 1).mean(axis=(1, 2))      # share of pixels that are the photo's
+    assert same[0] > 0.5 and same[-1] < 0.5 * same[0], same.round(2)
+    assert not np.array_equal(made[0], made[-1])
 
 
 def test_paste_photo_refuses_resized_frames_clearly(comfy):

@@ -90,8 +90,13 @@ def test_a_driving_videos_head_motion_is_measured_in_the_photos_crop(tmp_path, r
 
     detector = face_io.default_detector()
     resolution = 128
-    motion = read_head_motion(video, detector, 25.0, len(frames), resolution, 0.45)
+    read = read_head_motion(video, detector, resolution, 0.45)
+    assert read.fps == 25.0 and read.resolution == resolution
+    motion = read.at(25.0, len(frames), resolution)
     assert motion.shape == (len(frames), 2, 3)
+    doubled = read.at(25.0, len(frames), 2 * resolution)            # the same motion in a crop twice the size
+    np.testing.assert_allclose(doubled[:, :, :2], motion[:, :, :2])
+    np.testing.assert_allclose(doubled[:, :, 2], 2 * motion[:, :, 2], atol=1e-5)
     angle = np.degrees(np.arctan2(motion[:, 1, 0], motion[:, 0, 0]))
     # cv2's positive angle turns counter-clockwise on screen, which in image coordinates (y down) is negative
     np.testing.assert_allclose(-angle[[0, 1, 12, 13, 23]], [0, 0, 8, 8, 8], atol=1.0)
@@ -115,12 +120,12 @@ def test_a_driving_video_without_a_face_or_file_is_named(tmp_path):
     video = tmp_path / "wall.mp4"
     _write_video(video, blank)
     with pytest.raises(FaceError, match="no face found in the driving video wall.mp4"):
-        read_head_motion(video, face_io.default_detector(), 25.0, 6, 64, 0.45)
+        read_head_motion(video, face_io.default_detector(), 64, 0.45)
     with pytest.raises(InputError, match="driving video not found: 'nope.mp4'"):
-        read_head_motion(tmp_path / "nope.mp4", face_io.default_detector(), 25.0, 6, 64, 0.45)
+        read_head_motion(tmp_path / "nope.mp4", face_io.default_detector(), 64, 0.45)
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     with pytest.raises(InputError, match="broken.mp4 cannot be decoded"):
-        read_head_motion(tmp_path / "broken.mp4", face_io.default_detector(), 25.0, 6, 64, 0.45)
+        read_head_motion(tmp_path / "broken.mp4", face_io.default_detector(), 64, 0.45)
 
 
 def test_the_photo_follows_the_head_motion_frame_by_frame(tiny_pipe, reference_path, monkeypatch):
