@@ -8,14 +8,13 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 from comfy.ldm.modules.attention import optimized_attention
+import numpy as np
 import torch
 from comfy_api.latest import io
 
-import numpy as np
-
 from portraittalk_core.clips import plan_clips
 from portraittalk_core.comfy_patches import Branch, ComfyRun
-from portraittalk_core.conditioning import structure_maps
+from portraittalk_core.conditioning import faces_structure
 from portraittalk_core.head_motion import moved_face
 from portraittalk_core.pipeline import BRANCHES, guidance_weights
 
@@ -184,8 +183,7 @@ class PortraitTalkSampler(io.ComfyNode):
                 latent, mask = region_latents(region, config, faces, vae.encode(moved), vae.downscale_ratio,
                                               from_photo=denoise < 1.0)
                 if structure is not None:
-                    maps = torch.from_numpy(np.stack([structure_maps(f.head_mask, f.landmarks, f.regions)
-                                                      for f in faces]))
+                    maps = torch.from_numpy(faces_structure(faces))
                     structure.residual = structure_strength * structure_residual(net.animate_net, maps, device, dtype)
             if clip.context:
                 latent[:clip.context], mask[:clip.context] = motion, 0.0

@@ -58,9 +58,8 @@ def prepare_references(images: Sequence, model, detector, resolution: int, label
     faces = face_io.prepare_references(images, size=resolution, detector=detector, labels=labels,
                                        face_fraction=model.config.face_fraction)
     pixels = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces]).float() / 127.5 - 1
-    first = faces[0]
-    structure = structure_maps(first.head_mask, first.landmarks, first.regions)
-    return References(faces, pixels, torch.from_numpy(structure)[None], embed_faces(faces, pixels, model))
+    structure = faces_structure(faces[:1])
+    return References(faces, pixels, torch.from_numpy(structure), embed_faces(faces, pixels, model))
 
 
 def mouth_boxes(landmarks: np.ndarray, mouth: np.ndarray, size: int, margin: float = 0.25) -> np.ndarray:
@@ -86,6 +85,11 @@ def structure_maps(head_mask: np.ndarray, landmarks: np.ndarray, regions: dict) 
     size = head_mask.shape[-1]
     landmark_map = face_io.rasterize_landmarks(landmarks, regions, size, include=("outline", "brows", "eyes", "nose"))
     return np.concatenate([head_mask[None].astype(np.float32), landmark_map.astype(np.float32)])
+
+
+def faces_structure(faces) -> np.ndarray:
+    """(F, 4, S, S) ``structure_maps`` of aligned faces (face.AlignedFace), one a face."""
+    return np.stack([structure_maps(f.head_mask, f.landmarks, f.regions) for f in faces])
 
 
 def embed_faces(faces, pixels: torch.Tensor, model) -> torch.Tensor:

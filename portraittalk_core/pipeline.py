@@ -35,7 +35,7 @@ from . import face as face_io
 from .backbone import Backbone, load_backbone, random_backbone
 from .clips import Clip, plan_clips
 from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_boxes, prepare_audio,
-                           prepare_references, structure_maps)
+                           faces_structure, prepare_references)
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
 from .head_motion import HeadMotion, moved_face, read_head_motion, retime
@@ -410,9 +410,8 @@ class PortraitTalkPipeline:
         if latent is None:
             pixels = torch.from_numpy(np.stack([f.image for f in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1
             latent = self.backbone.encode_images(pixels.to(self.device, self.dtype))
-        structure = np.stack([structure_maps(f.head_mask, f.landmarks, f.regions) for f in faces])
-        frames = PhotoFrames(rearrange(latent, "f c h w -> 1 c f h w"),
-                             rearrange(torch.from_numpy(structure), "f c h w -> 1 c f h w").to(self.device, self.dtype))
+        structure = rearrange(torch.from_numpy(faces_structure(faces)), "f c h w -> 1 c f h w")
+        frames = PhotoFrames(rearrange(latent, "f c h w -> 1 c f h w"), structure.to(self.device, self.dtype))
         if region == "mouth":
             vae_scale = self.config.vae_scale
             keeps = [kept_outside_mouth(f, vae_scale) for f in faces]
