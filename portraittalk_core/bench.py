@@ -138,7 +138,7 @@ def run_bench(config: str = "tiny", resolution: int | None = None, frames: int =
     audio = (speech_like(seconds), 16_000)
     settings = GenerationSettings(prompt="a portrait photo of a person talking", steps=steps, sampler=sampler,
                                   resolution=resolution, clip_frames=frames, motion_frames=0)
-    branches = len(guidance_weights(settings.text_scale, settings.identity_scale, settings.audio_scale))
+    branches = len(guidance_weights(settings.text_scale, settings.identity_scale, pipe.config.audio_scale))
     memory = PeakMemory(device)
     with tempfile.TemporaryDirectory() as folder:
         # Warm-up: first calls load libraries, JIT-compile librosa and fill allocator caches; measuring

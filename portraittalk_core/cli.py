@@ -79,7 +79,8 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
                         "than the audio)")
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
-    p.add_argument("--audio-scale", type=float, default=3.5, help="guidance scale of the audio")
+    p.add_argument("--audio-scale", type=float, default=None,
+                   help="guidance scale of the audio (default: the model's; the demo model's is 6)")
     p.add_argument("--identity-strength", type=float, default=1.0, help="weight of identity attention paths")
     p.add_argument("--audio-strength", type=float, default=1.0, help="weight of the audio attention path")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: the model's)")
@@ -160,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "and nose, as a driving video's would be; the mouth and jaw stay the audio's)")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
-    for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", 3.5)):
-        ev.add_argument(flag, type=float, default=default)
+    for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", None)):
+        ev.add_argument(flag, type=float, default=default, help="as generate's")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=1, help="parallel processes for synth and prepare")
 

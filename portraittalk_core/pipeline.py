@@ -54,7 +54,7 @@ class GenerationSettings:
     # Classifier-free guidance scales (see `guidance_weights`).
     text_scale: float = 5.0
     identity_scale: float = 2.0
-    audio_scale: float = 3.5
+    audio_scale: float | None = None   # None: the model's default (its config's ``audio_scale``)
     # Strength of each added attention path inside AnimateNet (1 = as trained, 0 = off).
     identity_strength: float = 1.0
     audio_strength: float = 1.0
@@ -447,7 +447,8 @@ class PortraitTalkPipeline:
         mouth) is put back at the current noise level before every step, so the rest is denoised in attention
         with it: inpainting in time and in space.
         """
-        weights = guidance_weights(settings.text_scale, settings.identity_scale, settings.audio_scale)
+        audio_scale = self.config.audio_scale if settings.audio_scale is None else settings.audio_scale
+        weights = guidance_weights(settings.text_scale, settings.identity_scale, audio_scale)
         names = list(weights)
         branches = [BRANCHES[n] for n in names]
         count = len(names)

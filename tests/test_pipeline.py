@@ -46,6 +46,20 @@ def test_guidance_weights_sum_to_one_and_skip_unused_branches():
     assert w == {"uncond": -1.0, "identity": 1.0, "full": 1.0}
 
 
+def test_audio_guidance_defaults_to_the_models(tiny_pipe, reference_path, monkeypatch):
+    import portraittalk_core.pipeline as pipeline
+
+    used = []
+    monkeypatch.setattr(pipeline, "guidance_weights", lambda *scales: used.append(scales) or guidance_weights(*scales))
+    monkeypatch.setattr(tiny_pipe, "config", tiny_pipe.config.replace(audio_scale=4.25))
+    for audio_scale in (None, 1.5):
+        tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(steps=1, audio_scale=audio_scale),
+                  progress=False)
+    assert used == [(5.0, 2.0, 4.25), (5.0, 2.0, 1.5)]
+    from portraittalk_core.config import demo, tiny
+    assert tiny().audio_scale == 3.5 and demo().audio_scale == 6.0
+
+
 def test_generates_a_video_with_sound(tiny_pipe, reference_path, tmp_path):
     seconds = 0.9
     result = tiny_pipe([reference_path], (tone(seconds), RATE), tmp_path / "out.mp4", settings(), progress=False)

@@ -21,11 +21,12 @@ PROMPT = "a portrait photo of a person talking, natural light, sharp focus"
 NEGATIVE = "blurry, lowres, deformed face, extra teeth, watermark"
 
 
-def sampler(steps: int, sampler_name: str, **links) -> dict:
-    """A PortraitTalk Sampler node with the defaults every example uses; refs and audio from nodes 6 and 8."""
+def sampler(steps: int, sampler_name: str, audio_scale: float = 3.5, **links) -> dict:
+    """A PortraitTalk Sampler node with the defaults every example uses; refs and audio from nodes 6 and 8.
+    ``audio_scale``: the node's default, or the model's own (the demo model's config says 6)."""
     return {"class_type": "PortraitTalkSampler", "inputs": {
         **links, "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": steps, "sampler_name": sampler_name,
-        "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": 3.5,
+        "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": audio_scale,
         "identity_strength": 1.0, "audio_strength": 1.0, "motion_scale": 1.0, "structure_strength": 1.0,
         "clip_frames": 0, "motion_frames": -1, "region": "model default",
         "denoise": 1.0, "paste_photo": True}}
@@ -115,7 +116,7 @@ def demo() -> dict:
         "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["5", 1],
                                                                   "fps": 25.0}},
         "9": sampler(model=["2", 0], vae=["2", 1], positive=["3", 0], negative=["4", 0],
-                     portraittalk=["1", 0], steps=25, sampler_name="ddim"),
+                     portraittalk=["1", 0], steps=25, sampler_name="ddim", audio_scale=6.0),
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/demo",
                                                                     "audio": ["5", 1], "crf": 18}},

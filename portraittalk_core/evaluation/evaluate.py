@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -76,7 +76,7 @@ class EvalSettings:
     split: str = "test"             # "val" to tune generation settings without touching the test split
     text_scale: float = 5.0
     identity_scale: float = 2.0
-    audio_scale: float = 3.5
+    audio_scale: float | None = None  # None: the model's default
     regressor_steps: int = 1500
     workers: int = 1
 
@@ -272,6 +272,8 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
         pipeline = (PortraitTalkPipeline.from_pretrained(settings.weights) if settings.weights
                     else PortraitTalkPipeline.demo())
     config = pipeline.config
+    if settings.audio_scale is None:  # resolved here so that the report records the guidance used
+        settings = replace(settings, audio_scale=config.audio_scale)
     if settings.split not in ("test", "val"):
         raise InputError(f"unknown split '{settings.split}'", "use test (the figures to report) or val (tuning)")
     data, shards = eval_data(settings, config.resolution, config.face_fraction)
@@ -382,7 +384,8 @@ def format_report(report: dict) -> str:
     motion = " following the ground truth's head motion" if report["settings"].get("head_motion") else ""
     lines = [
         f"PortraitTalk eval: {report['clips']} {report['split']} clips (held-out identities and sentences){motion}, "
-        f"{report['prompt_clips']} prompt clips",
+        f"{report['prompt_clips']} prompt clips; guidance text {report['settings']['text_scale']:g} / identity "
+        f"{report['settings']['identity_scale']:g} / audio {report['settings']['audio_scale']:g}",
         f"  lip sync (aperture correlation)   {report['lip_sync']:.3f}   target >= 0.6: {verdict('lip_sync')}"
         f"   [ground truth as measured {report['ceiling_lip_sync']:.3f}, through the VAE "
         f"{report['vae_lip_sync']:.3f}, still face {report['still_lip_sync']:.3f}]",

@@ -8,8 +8,8 @@ Every step resumes, so an interrupted run continues where it stopped. ``--scale`
 counts and shrinks the dataset: tests run the whole chain with a tiny scale.
 
 The step counts fit the 90-minute budget on a 2-core CPU, from measured speeds (s/step, batch as below):
-vae 0.52, base 0.14, stage 1 0.23, stage 2 0.9 (latents cached: see ShardDataset.cache_latents); synth
-and prepare take about 5 minutes more.
+vae 0.52, base 0.14, stage 1 0.23, stage 2 0.9 (latents cached: see ShardDataset.cache_latents); synth,
+prepare and the stills take about 5 minutes more.
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ class Recipe:
     synth_size: int = 128
     train_size: int = 64
     # Stills of this many more people for the base and stage 1 (synth/stills.py); 0: the clips' frames only.
-    stills: int = 0
+    stills: int = 3000
     stages: tuple[StagePlan, ...] = field(default_factory=lambda: (
         StagePlan("vae", 2000, 8, 3e-4),
-        StagePlan("base", 4500, 8, 2e-4),
+        # Offset noise: without it the noisiest inputs still carry the frame's mean colour, and the base takes flat
+        # colours (the background's) from the noise instead of from the prompt.
+        StagePlan("base", 4500, 8, 2e-4, noise_offset=0.5),
         StagePlan(1, 1800, 8, 1e-4),
         # The added modules start at zero (temporal, structure) or from the frozen base (attention): at 1e-4 they
         # had barely moved in 2000 steps (lip sync 0.19 on val); 1e-3 reached 0.26 in 400 steps.
