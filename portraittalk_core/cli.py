@@ -115,15 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a small backbone (vae, base), IdentityNet (1) or AnimateNet's "
                                          "modules (2)")
-    train.add_argument("--stage", choices=("vae", "base", "1", "2"), required=True)
+    train.add_argument("--stage", choices=("vae", "decoder", "base", "1", "2"), required=True)
     train.add_argument("--backbone", type=Path, help="backbone: a file from stage base, or a diffusers folder")
     train.add_argument("--config", default="tiny",
                        help="model config preset (tiny, sd15) or a .json file of training settings")
     train.add_argument("--data", type=Path, help="prepared shards")
     train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
     train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
-    train.add_argument("--stills", type=Path, help="stages base and 1: a stills file (synth/stills.py) mixed with "
-                                                   "the shards' frames")
+    train.add_argument("--stills", type=Path, help="stages decoder, base and 1: a stills file (synth/stills.py) mixed "
+                                                   "with the shards' frames")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
                        ("--seed", int), ("--checkpoint-every", int), ("--ema-decay", float),
                        ("--warmup-steps", int), ("--mouth-weight", float), ("--noise-offset", float)):
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gradient-checkpointing", action="store_true", default=None)
 
     recipe = sub.add_parser("train-demo", help="the embedded demo model from nothing: synth, prepare, "
-                                               "stages vae, base, 1 and 2 (fixed seed, resumable)")
+                                               "stages vae, decoder, base, 1 and 2 (fixed seed, resumable)")
     recipe.add_argument("--out", type=Path, default=Path("runs/demo"))
     recipe.add_argument("--scale", type=float, default=1.0, help="multiply the step counts (smoke tests: 0.001)")
     recipe.add_argument("--workers", type=int, default=1)
@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="as generate's --paste-photo")
     ev.add_argument("--restyle-scale", type=float, default=None,
                     help="guidance scale of the prompt test's restyle (default: the model's)")
+    ev.add_argument("--prompt-palette", action=argparse.BooleanOptionalAction, default=True,
+                    help="also restyle each prompt clip's photo with every other background colour (no animation): "
+                         "the prompt figure over the whole palette")
     ev.add_argument("--head-motion", action="store_true",
                     help="the lip sync and identity clips follow the ground truth's head motion (fitted to its brows "
                          "and nose, as a driving video's would be; the mouth and jaw stay the audio's)")
@@ -299,7 +302,8 @@ def main(argv=None) -> int:
                 seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
                 sampler=args.sampler, denoise=args.denoise, region=args.region, paste_photo=args.paste_photo,
-                restyle_scale=args.restyle_scale, head_motion=args.head_motion, seed=args.seed,
+                restyle_scale=args.restyle_scale, prompt_palette=args.prompt_palette, head_motion=args.head_motion,
+                seed=args.seed,
                 workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")

@@ -170,6 +170,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
 
     from portraittalk_core.evaluation import evaluate as evaluation
     from portraittalk_core.evaluation.evaluate import EvalSettings, evaluate, format_report
+    from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     measured_lengths = []   # every clip_metrics call: the output, the still face and the VAE round trip
     measure = evaluation.clip_metrics
@@ -196,7 +197,16 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert len(set(measured_lengths)) == 1    # the baselines cover the same 0.6 s as the output, not the whole clip
     saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert saved["clips"][0]["clip"] and saved["prompt_clips"][0]["prompted"] != saved["prompt_clips"][0]["own"]
-    assert len(restyled) == 1 and f"{saved['prompt_clips'][0]['prompted']} background" in restyled[0]
+    # the prompt test's one colour, then the photo alone with every colour of the palette but the clip's own
+    own = {saved["prompt_clips"][0]["own"]}
+    palette = saved["prompt_palette"]
+    assert f"{saved['prompt_clips'][0]['prompted']} background" in restyled[0]
+    assert all(f"{p['prompted']} background" in prompt for p, prompt in zip(palette, restyled[1:]))
+    assert len(restyled) == 1 + len(palette) and len(palette) >= len(BACKGROUND_COLOURS) - 2
+    assert not own & {p["prompted"] for p in palette} and {p["found"] for p in palette} <= set(BACKGROUND_COLOURS)
+    assert report["prompt_palette_tries"] == len(palette) and 0 <= report["prompt_palette_accuracy"] <= 1
+    assert sum(int(n.split("/")[1]) for n in report["prompt_palette_by_colour"].values()) == len(palette)
+    assert "whole palette" in format_report(report)
     assert "lip sync" in format_report(report)
     trained_on = json.loads((tmp_path / "eval" / "eval.json").read_text())["regressor_clips"]
     assert {"train", "val"} <= {Path(c).parent.name for c in trained_on} and not any("test" in c for c in trained_on)
@@ -254,3 +264,19 @@ def test_chosen_clips_spread_over_identities():
 
     clips = sorted(Path(f"{identity * 10}_{k:03d}.npz") for identity in "abc" for k in range(3 if identity == "a" else 1))
     assert [p.name[:1] for p in spread_over_identities(clips)] == ["a", "b", "c", "a", "a"]
+
+
+def test_regressor_fingerprint_follows_the_shards_not_their_folder(tmp_path):
+    from portraittalk_core.evaluation.evaluate import shards_fingerprint
+
+    def shards(root: Path, content: bytes) -> list[Path]:
+        (root / "train").mkdir(parents=True)
+        for name, data in (("a.npz", b"first"), ("b.npz", content)):
+            (root / "train" / name).write_bytes(data)
+        return sorted((root / "train").glob("*.npz"))
+
+    here, moved, changed = shards(tmp_path / "here", b"second"), shards(tmp_path / "moved", b"second"), \
+        shards(tmp_path / "changed", b"re-prepared")
+    assert shards_fingerprint(here, 10, 0) == shards_fingerprint(moved, 10, 0)
+    assert shards_fingerprint(here, 10, 0) != shards_fingerprint(changed, 10, 0)
+    assert shards_fingerprint(here, 10, 0) != shards_fingerprint(here, 20, 0)

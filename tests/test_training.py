@@ -153,6 +153,33 @@ def test_a_finished_vae_stage_run_again_saves_the_same_backbone(shards, tmp_path
     assert all(torch.equal(saved[k], v) for k, v in load_file(again).items())
 
 
+def test_decoder_stage_changes_the_decoder_and_no_latent(shards, tmp_path):
+    """Stage decoder trains the VAE's decoder alone, on the clips and stills: the latents (their cache key too), and
+    so every stage trained on them, stay exactly as they were; the frames decoded from them change."""
+    from portraittalk_core.backbone import load_backbone
+    from portraittalk_core.synth.stills import make_stills
+    from portraittalk_core.training.data import MixedDataset
+    from portraittalk_core.training.trainer import vae_fingerprint
+
+    vae_file = Trainer(settings(shards, tmp_path / "vae", "vae")).train()
+    stills = make_stills(tmp_path / "stills.npz", 4, size=96, train_size=SIZE)
+    decoder = Trainer(settings(shards, tmp_path / "decoder", "decoder", backbone=str(vae_file), stills=str(stills),
+                               steps=3, ema_decay=0.0))
+    assert isinstance(decoder.dataset, MixedDataset) and len(decoder.dataset) == 3 + 4
+    decoder_file = decoder.train()
+    before, after = load_backbone(vae_file), load_backbone(decoder_file)
+    pixels = decoder.dataset[0]["frames"]
+    with torch.no_grad():
+        latents = before.encode_images(pixels)
+        assert torch.equal(latents, after.encode_images(pixels))
+        assert not torch.equal(before.vae.decode(latents).sample, after.vae.decode(latents).sample)
+    assert vae_fingerprint(before.vae) == vae_fingerprint(after.vae)
+    assert before.vae.config.scaling_factor == after.vae.config.scaling_factor
+    for name in ("unet", "text_encoder"):   # nothing outside the decoder moved
+        first, second = getattr(before, name).state_dict(), getattr(after, name).state_dict()
+        assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def load_model_config_scale(path) -> float:
     from safetensors import safe_open
 

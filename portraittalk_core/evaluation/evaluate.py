@@ -17,7 +17,10 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
   restyle step on (GenerationSettings.restyle: the photo redrawn outside the face from the prompt); the output's
   background colour (the palette colour most of the pixels that show the photo's background are nearest to:
   outside the head mask, in the top third, of the background's own colours, so not long hair) counts if it
-  is the prompted one. Chance is 1 in 11.
+  is the prompted one. Chance is 1 in 11. One colour a clip is a small sample, and which colours it draws is
+  luck; so each prompt clip's photo is also restyled alone (no animation) with every palette colour it does not
+  have, and read the same way: the prompt figure over the whole palette, and per colour. With region mouth and
+  the photo pasted (the demo model's default) the output's background is that restyled photo.
 
 With ``head_motion`` (``eval --head-motion``) the lip sync and identity clips are generated following the ground
 truth's head motion, fitted to its brow and nose landmarks as a driving video's would be (head_motion.py):
@@ -72,6 +75,7 @@ class EvalSettings:
     # nose landmarks: the mouth and jaw stay the audio's to move), as a driving video would give it.
     head_motion: bool = False
     restyle_scale: float | None = None  # the prompt test's restyle guidance; None: the model's default
+    prompt_palette: bool = True     # the prompt clips' photos also restyled with every other background colour
     seed: int = 0
     split: str = "test"             # "val" to tune generation settings without touching the test split
     text_scale: float = 5.0
@@ -125,7 +129,7 @@ def eval_data(settings: EvalSettings, resolution: int, face_fraction: float) -> 
 def measuring_regressor(folders: list[Path], out: Path, steps: int, seed: int, progress=print):
     """The landmark regressor, trained once on the shards in ``folders`` and kept in ``out``; and those shards."""
     paths = sorted(p for folder in folders for p in folder.glob("*.npz"))
-    fingerprint = hashlib.sha256(json.dumps([str(p) for p in paths] + [steps, seed]).encode()).hexdigest()[:16]
+    fingerprint = shards_fingerprint(paths, steps, seed)
     file = out / "landmark_regressor.safetensors"
     if file.exists():
         model = load_regressor(file, fingerprint)
@@ -138,6 +142,16 @@ def measuring_regressor(folders: list[Path], out: Path, steps: int, seed: int, p
     model = train_landmark_regressor(frames, landmarks, steps=steps, seed=seed)
     save_regressor(model, file, fingerprint)
     return model, paths
+
+
+def shards_fingerprint(paths: list[Path], steps: int, seed: int) -> str:
+    """What the regressor was trained on: each shard's split, name and bytes, so that a moved data folder keeps
+    its regressor and a re-prepared one does not."""
+    digest = hashlib.sha256(json.dumps([steps, seed]).encode())
+    for path in paths:
+        digest.update(f"{path.parent.name}/{path.name}".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 # -- measuring one clip ----------------------------------------------------------------------------------
@@ -257,8 +271,30 @@ def recoloured_prompt(caption: str, clip_id: str, avoid: set[str]) -> tuple[str,
     from the clip's name, so the same every run)."""
     choices = [c for c in BACKGROUND_COLOURS if c not in avoid]
     colour = choices[int(hashlib.sha256(clip_id.encode()).hexdigest(), 16) % len(choices)]
+    return with_background(caption, colour), colour
+
+
+def with_background(caption: str, colour: str) -> str:
+    """The caption's person in front of a solid ``colour`` background."""
     subject = caption.split(", in front of ")[0]
-    return f"{subject}, in front of {'an' if colour[0] in 'aeiou' else 'a'} {colour} background", colour
+    return f"{subject}, in front of {'an' if colour[0] in 'aeiou' else 'a'} {colour} background"
+
+
+def restyle_palette(pipeline, reference: np.ndarray, caption: str, avoid: set[str], region: np.ndarray,
+                    settings: EvalSettings) -> list[dict]:
+    """The photo restyled alone (no animation), from its caption with the background recoloured to each palette
+    colour not in ``avoid``; each background read in ``region`` as the prompt test reads the output's."""
+    from ..pipeline import GenerationSettings
+
+    generation = GenerationSettings(**_sampling(settings), restyle=True, restyle_scale=settings.restyle_scale)
+    refs = pipeline.prepare_references([reference], pipeline.config.resolution)
+    results = []
+    for colour in (c for c in BACKGROUND_COLOURS if c not in avoid):
+        text, negative = pipeline.encode_prompts(with_background(caption, colour), generation.negative_prompt)
+        photo = pipeline.restyle(refs, text, negative, replace(generation, prompt=with_background(caption, colour)))
+        found = background_colour(photo.faces[0].image[None], region)
+        results.append({"prompted": colour, "found": found, "hit": found == colour})
+    return results
 
 
 # -- the whole evaluation ------------------------------------------------------------------------------
@@ -284,7 +320,7 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
     if not clips:
         raise InputError(f"no prepared {settings.split} clips in '{clip_shards}'", f"see {clip_shards}/prepare_report.json")
     clips = spread_over_identities(clips)
-    per_clip, baselines, prompts = [], [], []
+    per_clip, baselines, prompts, palette = [], [], [], []
     for index, path in enumerate(clips):
         shard = Shard.load(path)
         video = videos / f"{path.stem}.mp4"
@@ -322,9 +358,14 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             prompts.append({"clip": path.stem, "prompted": colour, "found": found, "hit": found == colour,
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
-    report = summarise(per_clip, baselines, prompts)
+            if settings.prompt_palette:
+                recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings)
+                palette += [{"clip": path.stem, **r} for r in recoloured]
+                progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
+    report = summarise(per_clip, baselines, prompts, palette)
     report["split"], report["settings"] = settings.split, asdict(settings)
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
+                                               "prompt_palette": palette,
                                                "baselines": baselines,
                                                "regressor_clips": [f"{p.parent.name}/{p.name}" for p in regressor_clips]},
                                               indent=1))
@@ -358,15 +399,21 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summarise(per_clip: list[dict], baselines: list[dict], prompts: list[dict]) -> dict:
+def summarise(per_clip: list[dict], baselines: list[dict], prompts: list[dict], palette: list[dict] = ()) -> dict:
     """Means over clips. The baselines read next to the model's figures are those of the clips it generated (the
-    first ``len(per_clip)``); the ADFD ordering test counts every clip of the split."""
+    first ``len(per_clip)``); the ADFD ordering test counts every clip of the split. ``palette``: the restyles with
+    every other colour, summed over all and per colour ("hits/tries")."""
     generated = baselines[:len(per_clip)] or baselines
     summary = {name: _mean(c[name] for c in per_clip)
                for name in ("lip_sync", "identity_ssim", "psnr", "flicker", "flicker_ground_truth", "lmd",
                             "lmd_mouth")}
     summary["adfd"] = _mean(c["adfd"]["score"] for c in per_clip)
     summary["prompt_accuracy"] = _mean(float(p["hit"]) for p in prompts)
+    summary["prompt_palette_accuracy"] = _mean(float(p["hit"]) for p in palette)
+    summary["prompt_palette_by_colour"] = {
+        colour: f"{sum(p['hit'] for p in palette if p['prompted'] == colour)}/"
+                f"{sum(p['prompted'] == colour for p in palette)}"
+        for colour in BACKGROUND_COLOURS if any(p["prompted"] == colour for p in palette)}
     summary.update({name: _mean(b[name] for b in generated)
                     for name in ("ceiling_lip_sync", "ceiling_lmd", "ceiling_adfd", "still_lip_sync",
                                  "still_identity_ssim", "still_adfd", "posed_still_identity_ssim")})
@@ -374,6 +421,7 @@ def summarise(per_clip: list[dict], baselines: list[dict], prompts: list[dict]) 
                     for name in ("vae_identity_ssim", "vae_lip_sync")})
     summary["ordering_holds"] = f"{sum(b['ordering_holds'] for b in baselines)}/{len(baselines)}"
     summary["clips"], summary["prompt_clips"] = len(per_clip), len(prompts)
+    summary["prompt_palette_tries"] = len(palette)
     return summary
 
 
@@ -395,6 +443,10 @@ def format_report(report: dict) -> str:
         f"  prompt colour found               {report['prompt_accuracy']:.3f}   target >= 0.8: "
         f"{verdict('prompt_accuracy')}   [chance {1 / len(BACKGROUND_COLOURS):.3f}]" if report["prompt_clips"] else
         "  prompt colour found               not run (--prompt-clips 0)",
+        *([f"  prompt colour, whole palette      {report['prompt_palette_accuracy']:.3f}   the prompt clips' photos "
+           f"restyled alone with every other colour ({report['prompt_palette_tries']} tries): "
+           + " ".join(f"{c} {n}" for c, n in report["prompt_palette_by_colour"].items())]
+          if report.get("prompt_palette_tries") else []),
         f"  flicker (mean |frame change|)     {report['flicker']:.4f}   ground truth {report['flicker_ground_truth']:.4f}"
         f"   ratio {report['flicker'] / max(report['flicker_ground_truth'], 1e-12):.2f}",
         f"  ADFD                              {report['adfd']:.3f}   [ground truth {report['ceiling_adfd']:.3f}, "

@@ -1,4 +1,4 @@
-"""``portraittalk train --stage vae|base|1|2``: one script for one CPU, one GPU or many (accelerate launch).
+"""``portraittalk train --stage vae|decoder|base|1|2``: one script for one CPU, one GPU or many (accelerate launch).
 
 - Stages vae and base train a small backbone from scratch, for models that bring their own (the embedded
   demo model): the VAE (L1 reconstruction of the pixels and of their horizontal and vertical differences,
@@ -7,6 +7,10 @@
   SD's VAE was), then the base UNet with the text encoder (text-to-image noise prediction on single frames,
   captions dropped 10% of the time). Their output is a backbone file (``backbone.safetensors``) that later
   stages take with ``--backbone``.
+- Stage decoder fine-tunes the VAE's decoder alone, with the VAE's reconstruction loss, on frames that the VAE
+  stage did not see (``--stills``: thousands of people, where the clips have a few dozen). The encoder is frozen,
+  so every latent, and everything trained on latents after it, stays exactly as it was: only what the frames
+  look like decoded changes (as SD's fine-tuned "ft-MSE" decoder did).
 
 - Stage 1 trains IdentityNet, the identity projection and (for models without ArcFace) the builtin face
   encoder with the mask reconstruction loss (losses.py): single frames, corrupted by random masks, a
@@ -54,7 +58,7 @@ from .masks import latent_mask, random_masks
 
 @dataclass
 class TrainSettings:
-    stage: int | str                    # "vae", "base", 1 or 2
+    stage: int | str                    # "vae", "decoder", "base", 1 or 2
     data: str
     out: str
     config: str = "tiny"
@@ -76,14 +80,15 @@ class TrainSettings:
     drop_audio: float = 0.1
     masked_weight: float = 2.0
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
-    stills: str | None = None           # base, 1: a stills file (synth/stills.py) mixed with the clips' frames
+    stills: str | None = None           # decoder, base, 1: a stills file (synth/stills.py) mixed with the clips' frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
     warmup_steps: int = 0
     extra: dict = field(default_factory=dict)
 
 
-BACKBONE_STAGES = ("vae", "base")
+BACKBONE_STAGES = ("vae", "decoder", "base")
+STILLS_STAGES = ("decoder", "base", 1)
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:
@@ -105,9 +110,19 @@ def latent_scaling_factor(vae, pixels: torch.Tensor) -> float:
 
 
 def vae_fingerprint(vae) -> str:
-    """Identifies a VAE's weights (for the latent cache): a sum over every tensor, and the scaling factor."""
-    total = sum(float(t.double().abs().sum()) for t in vae.state_dict().values())
+    """Identifies what a VAE's latents depend on (for the latent cache): a sum over every tensor of the encoder side
+    (encoder, quant_conv), and the scaling factor. The decoder is left out: stage decoder changes it alone."""
+    total = sum(float(t.double().abs().sum()) for name, t in vae.state_dict().items()
+                if name.startswith(("encoder.", "quant_conv.")))
     return f"{total:.10e}/{vae.config.scaling_factor:.10e}"
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """L1 of the pixels and of their horizontal and vertical differences (which keeps edges such as the lips')."""
+    loss = (reconstruction - frames).abs().mean()
+    for made, real in zip(_differences(reconstruction), _differences(frames)):
+        loss = loss + (made - real).abs().mean()
+    return loss
 
 
 def _differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +136,9 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) ->
         part.requires_grad_(False)
     if stage == "vae":
         return [p.requires_grad_(True) for p in backbone.vae.parameters()]
+    if stage == "decoder":
+        return [p.requires_grad_(True) for m in (backbone.vae.decoder, backbone.vae.post_quant_conv)
+                for p in m.parameters()]
     if stage == "base":
         return [p.requires_grad_(True) for m in (backbone.unet, backbone.text_encoder) for p in m.parameters()]
     if stage == 1:
@@ -131,7 +149,7 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) ->
         model.animate_net.freeze_base()   # added modules only
         model.audio_projection.requires_grad_(True)
     else:
-        raise InputError(f"unknown stage {stage}", "use --stage vae, base, 1 or 2")
+        raise InputError(f"unknown stage {stage}", "use --stage vae, decoder, base, 1 or 2")
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -161,7 +179,7 @@ class Trainer:
         self.noise = DDPMScheduler.from_config(self.backbone.schedule)
         self.dataset = ShardDataset(settings.data, frames=settings.frames if settings.stage == 2 else 1,
                                     audio_window=self.config.audio_window, seed=settings.seed)
-        if settings.stills and settings.stage in ("base", 1):
+        if settings.stills and settings.stage in STILLS_STAGES:
             if settings.stage == 1 and self.model.face_encoder is None:
                 raise InputError("stills carry no ArcFace embeddings, which this config's stage 1 needs",
                                  "train stage 1 without --stills, or with a config that has the builtin face encoder")
@@ -229,10 +247,13 @@ class Trainer:
         frames = batch["frames"][:, 0]
         posterior = self.backbone.vae.encode(frames).latent_dist
         reconstruction = self.backbone.vae.decode(posterior.mean).sample
-        loss = (reconstruction - frames).abs().mean() + 1e-6 * posterior.kl().mean()
-        for made, real in zip(_differences(reconstruction), _differences(frames)):
-            loss = loss + (made - real).abs().mean()
-        return loss
+        return reconstruction_loss(reconstruction, frames) + 1e-6 * posterior.kl().mean()
+
+    def decoder_loss(self, batch: dict) -> torch.Tensor:
+        frames = batch["frames"][:, 0]
+        with torch.no_grad():
+            latents = self.backbone.vae.encode(frames).latent_dist.mean
+        return reconstruction_loss(self.backbone.vae.decode(latents).sample, frames)
 
     def base_loss(self, batch: dict) -> torch.Tensor:
         clean = batch["latents"][:, 0].to(self.device)
@@ -294,7 +315,8 @@ class Trainer:
     def train(self) -> Path:
         self.resume()
         log = (self.out / "log.jsonl").open("a")
-        loss_fn = {"vae": self.vae_loss, "base": self.base_loss, 1: self.stage1_loss, 2: self.stage2_loss}[self.s.stage]
+        loss_fn = {"vae": self.vae_loss, "decoder": self.decoder_loss, "base": self.base_loss, 1: self.stage1_loss,
+                   2: self.stage2_loss}[self.s.stage]
         per_epoch = max(1, len(self.loader))
         epoch, skip = divmod(self.step, per_epoch)   # a resumed run continues mid-epoch where it stopped
         while self.step < self.s.steps:
