@@ -280,3 +280,17 @@ def test_regressor_fingerprint_follows_the_shards_not_their_folder(tmp_path):
     assert shards_fingerprint(here, 10, 0) == shards_fingerprint(moved, 10, 0)
     assert shards_fingerprint(here, 10, 0) != shards_fingerprint(changed, 10, 0)
     assert shards_fingerprint(here, 10, 0) != shards_fingerprint(here, 20, 0)
+
+
+def test_report_of_a_prompt_only_run_says_what_was_not_run():
+    from portraittalk_core.evaluation.evaluate import format_report, summarise
+
+    baseline = dict(ceiling_lip_sync=1.0, ceiling_lmd=0.05, ceiling_adfd=0.7, still_lip_sync=0.0,
+                    still_identity_ssim=0.8, still_adfd=0.5, posed_still_identity_ssim=0.9, ordering_holds=True)
+    palette = [{"prompted": "blue", "found": "blue", "hit": True}, {"prompted": "grey", "found": "white", "hit": False}]
+    report = summarise([], [baseline], [{"prompted": "blue", "found": "blue", "hit": True}], palette)
+    report["split"], report["settings"] = "test", dict(text_scale=5.0, identity_scale=2.0, audio_scale=6.0)
+    text = format_report(report)
+    assert "lip sync, identity, flicker, ADFD, LMD, PSNR: not run (--clips 0)" in text and "nan" not in text
+    assert "whole palette      0.500" in text and "grey 0/1 blue 1/1" in text   # in palette order
+    assert "holds on 1/1 test clips" in text

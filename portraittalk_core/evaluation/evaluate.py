@@ -430,16 +430,18 @@ def format_report(report: dict) -> str:
         return "meets target" if report[name] >= TARGETS[name] else "BELOW target"
 
     motion = " following the ground truth's head motion" if report["settings"].get("head_motion") else ""
+    generated = report["clips"] > 0
     lines = [
         f"PortraitTalk eval: {report['clips']} {report['split']} clips (held-out identities and sentences){motion}, "
         f"{report['prompt_clips']} prompt clips; guidance text {report['settings']['text_scale']:g} / identity "
         f"{report['settings']['identity_scale']:g} / audio {report['settings']['audio_scale']:g}",
-        f"  lip sync (aperture correlation)   {report['lip_sync']:.3f}   target >= 0.6: {verdict('lip_sync')}"
-        f"   [ground truth as measured {report['ceiling_lip_sync']:.3f}, through the VAE "
-        f"{report['vae_lip_sync']:.3f}, still face {report['still_lip_sync']:.3f}]",
-        f"  identity SSIM outside the mouth   {report['identity_ssim']:.3f}   target >= 0.8: {verdict('identity_ssim')}"
-        f"   [ground truth through the VAE {report['vae_identity_ssim']:.3f}, still face {report['still_identity_ssim']:.3f}, "
-        f"still face moved with the head {report['posed_still_identity_ssim']:.3f}]",
+        *([f"  lip sync (aperture correlation)   {report['lip_sync']:.3f}   target >= 0.6: {verdict('lip_sync')}"
+           f"   [ground truth as measured {report['ceiling_lip_sync']:.3f}, through the VAE "
+           f"{report['vae_lip_sync']:.3f}, still face {report['still_lip_sync']:.3f}]",
+           f"  identity SSIM outside the mouth   {report['identity_ssim']:.3f}   target >= 0.8: "
+           f"{verdict('identity_ssim')}   [ground truth through the VAE {report['vae_identity_ssim']:.3f}, still face "
+           f"{report['still_identity_ssim']:.3f}, still face moved with the head {report['posed_still_identity_ssim']:.3f}]"]
+          if generated else ["  lip sync, identity, flicker, ADFD, LMD, PSNR: not run (--clips 0)"]),
         f"  prompt colour found               {report['prompt_accuracy']:.3f}   target >= 0.8: "
         f"{verdict('prompt_accuracy')}   [chance {1 / len(BACKGROUND_COLOURS):.3f}]" if report["prompt_clips"] else
         "  prompt colour found               not run (--prompt-clips 0)",
@@ -447,13 +449,14 @@ def format_report(report: dict) -> str:
            f"restyled alone with every other colour ({report['prompt_palette_tries']} tries): "
            + " ".join(f"{c} {n}" for c, n in report["prompt_palette_by_colour"].items())]
           if report.get("prompt_palette_tries") else []),
-        f"  flicker (mean |frame change|)     {report['flicker']:.4f}   ground truth {report['flicker_ground_truth']:.4f}"
-        f"   ratio {report['flicker'] / max(report['flicker_ground_truth'], 1e-12):.2f}",
-        f"  ADFD                              {report['adfd']:.3f}   [ground truth {report['ceiling_adfd']:.3f}, "
-        f"still face {report['still_adfd']:.3f}]",
+        *([f"  flicker (mean |frame change|)     {report['flicker']:.4f}   ground truth "
+           f"{report['flicker_ground_truth']:.4f}   ratio "
+           f"{report['flicker'] / max(report['flicker_ground_truth'], 1e-12):.2f}",
+           f"  ADFD                              {report['adfd']:.3f}   [ground truth {report['ceiling_adfd']:.3f}, "
+           f"still face {report['still_adfd']:.3f}]"] if generated else []),
         f"  ADFD ordering (sync > shift > still > jitter) holds on {report['ordering_holds']} {report['split']} clips",
-        f"  LMD (inter-ocular units)          {report['lmd']:.4f}   mouth {report['lmd_mouth']:.4f}"
-        f"   [instrument error on ground truth {report['ceiling_lmd']:.4f}]",
-        f"  PSNR                              {report['psnr']:.2f} dB",
+        *([f"  LMD (inter-ocular units)          {report['lmd']:.4f}   mouth {report['lmd_mouth']:.4f}"
+           f"   [instrument error on ground truth {report['ceiling_lmd']:.4f}]",
+           f"  PSNR                              {report['psnr']:.2f} dB"] if generated else []),
     ]
     return "\n".join(lines)
