@@ -440,7 +440,8 @@ def format_report(report: dict) -> str:
            f"{report['vae_lip_sync']:.3f}, still face {report['still_lip_sync']:.3f}]",
            f"  identity SSIM outside the mouth   {report['identity_ssim']:.3f}   target >= 0.8: "
            f"{verdict('identity_ssim')}   [ground truth through the VAE {report['vae_identity_ssim']:.3f}, still face "
-           f"{report['still_identity_ssim']:.3f}, still face moved with the head {report['posed_still_identity_ssim']:.3f}]"]
+           f"{report['still_identity_ssim']:.3f}, still face moved with the head "
+           f"{report['posed_still_identity_ssim']:.3f}]"]
           if generated else ["  lip sync, identity, flicker, ADFD, LMD, PSNR: not run (--clips 0)"]),
         f"  prompt colour found               {report['prompt_accuracy']:.3f}   target >= 0.8: "
         f"{verdict('prompt_accuracy')}   [chance {1 / len(BACKGROUND_COLOURS):.3f}]" if report["prompt_clips"] else
