@@ -290,8 +290,9 @@ def restyle_palette(pipeline, reference: np.ndarray, caption: str, avoid: set[st
     refs = pipeline.prepare_references([reference], pipeline.config.resolution)
     results = []
     for colour in (c for c in BACKGROUND_COLOURS if c not in avoid):
-        text, negative = pipeline.encode_prompts(with_background(caption, colour), generation.negative_prompt)
-        photo = pipeline.restyle(refs, text, negative, replace(generation, prompt=with_background(caption, colour)))
+        prompt = with_background(caption, colour)
+        text, negative = pipeline.encode_prompts(prompt, generation.negative_prompt)
+        photo = pipeline.restyle(refs, text, negative, replace(generation, prompt=prompt))
         found = background_colour(photo.faces[0].image[None], region)
         results.append({"prompted": colour, "found": found, "hit": found == colour})
     return results
