@@ -115,15 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a small backbone (vae, base), IdentityNet (1) or AnimateNet's "
                                          "modules (2)")
-    train.add_argument("--stage", choices=("vae", "decoder", "base", "1", "2"), required=True)
+    train.add_argument("--stage", choices=("vae", "decoder", "text", "base", "1", "2"), required=True)
     train.add_argument("--backbone", type=Path, help="backbone: a file from stage base, or a diffusers folder")
     train.add_argument("--config", default="tiny",
                        help="model config preset (tiny, sd15) or a .json file of training settings")
     train.add_argument("--data", type=Path, help="prepared shards")
     train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
     train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
-    train.add_argument("--stills", type=Path, help="stages decoder, base and 1: a stills file (synth/stills.py) mixed "
-                                                   "with the shards' frames")
+    train.add_argument("--stills", type=Path, help="stages decoder, text, base and 1: a stills file (synth/stills.py) "
+                                                   "mixed with the shards' frames")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
                        ("--seed", int), ("--checkpoint-every", int), ("--ema-decay", float),
                        ("--warmup-steps", int), ("--mouth-weight", float), ("--noise-offset", float)):
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-schedule", choices=("constant", "cosine"))
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     train.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    train.add_argument("--keep-text-encoder", dest="train_text_encoder", action="store_false", default=None,
+                       help="stage base: train the UNet alone, the text encoder kept as the backbone has it")
 
     recipe = sub.add_parser("train-demo", help="the embedded demo model from nothing: synth, prepare, "
                                                "stages vae, decoder, base, 1 and 2 (fixed seed, resumable)")
@@ -258,7 +260,7 @@ def main_train(args) -> int:
         values["config"] = args.config
     for name in ("data", "out", "init", "stills", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
                  "ema_decay", "mixed_precision", "gradient_checkpointing", "warmup_steps", "mouth_weight",
-                 "noise_offset", "lr_schedule"):
+                 "noise_offset", "lr_schedule", "train_text_encoder"):
         value = getattr(args, name)
         if value is not None:
             values[name] = str(value) if isinstance(value, Path) else value

@@ -180,6 +180,55 @@ def test_decoder_stage_changes_the_decoder_and_no_latent(shards, tmp_path):
         assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_text_stage_trains_the_text_encoder_contrastively_and_resumes(shards, tmp_path):
+    """Stage text trains the text encoder alone (its image tower is not saved) and lowers the contrastive loss of
+    the frames against their captions; a run stopped and resumed ends where a straight run does."""
+    from portraittalk_core.backbone import load_backbone, random_backbone
+    from portraittalk_core.config import tiny
+    from portraittalk_core.synth.stills import make_stills
+    from portraittalk_core.training.contrastive import contrastive_loss
+    from portraittalk_core.training.data import collate
+
+    stills = make_stills(tmp_path / "stills.npz", 5, size=96, train_size=SIZE)
+    text = lambda out, steps: Trainer(settings(shards, tmp_path / out, "text", stills=str(stills), steps=steps,
+                                               batch_size=8, learning_rate=3e-3, ema_decay=0.0, checkpoint_every=10))
+    trainer = text("text", 20)
+    batch = collate([trainer.dataset[i] for i in range(len(trainer.dataset))])
+    ids = trainer.backbone.token_ids(batch["caption"])
+    loss = lambda: contrastive_loss(trainer.pair, ids, batch["frames"][:, 0]).item()
+    with torch.no_grad():
+        before = loss()
+    trained = load_backbone(trainer.train())
+    with torch.no_grad():
+        after = loss()
+    assert after < 0.7 * before
+    untouched = random_backbone(tiny(), 0)
+    for name in ("unet", "vae"):
+        first, second = getattr(untouched, name).state_dict(), getattr(trained, name).state_dict()
+        assert all(torch.equal(first[k], second[k]) for k in first)
+    first, second = untouched.text_encoder.state_dict(), trained.text_encoder.state_dict()
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+    assert not any("vision" in k for k in trained.text_encoder.state_dict())
+
+    text("resumed", 10).train()
+    resumed = text("resumed", 20)
+    resumed.train()
+    assert all(torch.equal(a, b) for a, b in zip(trainer.params, resumed.params))
+
+
+def test_base_stage_can_keep_the_text_encoder_as_it_came(shards, tmp_path):
+    from portraittalk_core.backbone import load_backbone, random_backbone
+    from portraittalk_core.config import tiny
+
+    trained = {flag: load_backbone(Trainer(settings(shards, tmp_path / str(flag), "base",
+                                                    train_text_encoder=flag)).train()) for flag in (True, False)}
+    start = random_backbone(tiny(), 0)
+    moved = lambda backbone, name: not all(torch.equal(v, getattr(backbone, name).state_dict()[k])
+                                           for k, v in getattr(start, name).state_dict().items())
+    assert moved(trained[True], "unet") and moved(trained[True], "text_encoder")
+    assert moved(trained[False], "unet") and not moved(trained[False], "text_encoder")
+
+
 def load_model_config_scale(path) -> float:
     from safetensors import safe_open
 
@@ -327,3 +376,19 @@ def test_stills_mix_into_the_single_frame_stages(shards, tmp_path):
     assert changed(before, snapshot(trainer), "identity_net.")
     # stage 2 trains on clips only
     assert not isinstance(Trainer(settings(shards, tmp_path / "s2", 2, stills=str(stills))).dataset, MixedDataset)
+
+
+
+def test_train_command_runs_the_text_stage_and_a_base_that_keeps_it(shards, tmp_path, capsys):
+    from portraittalk_core.backbone import load_backbone
+    from portraittalk_core.cli import main
+
+    common = ["--data", str(shards), "--steps", "1", "--batch-size", "3"]
+    assert main(["train", "--stage", "text", "--out", str(tmp_path / "text"), *common]) == 0
+    text = tmp_path / "text" / "backbone.safetensors"
+    assert main(["train", "--stage", "base", "--keep-text-encoder", "--backbone", str(text),
+                 "--out", str(tmp_path / "base"), *common]) == 0
+    assert f"wrote {tmp_path / 'base' / 'backbone.safetensors'}" in capsys.readouterr().out
+    before = load_backbone(text).text_encoder.state_dict()
+    after = load_backbone(tmp_path / "base" / "backbone.safetensors").text_encoder.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())

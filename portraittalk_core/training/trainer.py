@@ -1,16 +1,19 @@
-"""``portraittalk train --stage vae|decoder|base|1|2``: one script for one CPU, one GPU or many (accelerate launch).
+"""``portraittalk train --stage vae|decoder|text|base|1|2``: one script for one CPU, one GPU or many GPUs
+(accelerate launch).
 
 - Stages vae and base train a small backbone from scratch, for models that bring their own (the embedded
   demo model): the VAE (L1 reconstruction of the pixels and of their horizontal and vertical differences,
   which keeps edges such as the lips sharp, + a small KL term; trained on the posterior mean, the latent
   that ``encode_images`` uses, and saved with ``scaling_factor`` = 1 / the latents' standard deviation, as
   SD's VAE was), then the base UNet with the text encoder (text-to-image noise prediction on single frames,
-  captions dropped 10% of the time). Their output is a backbone file (``backbone.safetensors``) that later
+  captions dropped 10% of the time; ``--keep-text-encoder`` trains the UNet alone). Their output is a backbone file (``backbone.safetensors``) that later
   stages take with ``--backbone``.
 - Stage decoder fine-tunes the VAE's decoder alone, with the VAE's reconstruction loss, on frames that the VAE
   stage did not see (``--stills``: thousands of people, where the clips have a few dozen). The encoder is frozen,
   so every latent, and everything trained on latents after it, stays exactly as it was: only what the frames
   look like decoded changes (as SD's fine-tuned "ft-MSE" decoder did).
+- Stage text trains the text encoder contrastively against a small image encoder on frames and their captions,
+  as CLIP was trained (contrastive.py), so that the base starts from words that already mean what they show.
 
 - Stage 1 trains IdentityNet, the identity projection and (for models without ArcFace) the builtin face
   encoder with the mask reconstruction loss (losses.py): single frames, corrupted by random masks, a
@@ -51,6 +54,7 @@ from ..config import PortraitTalkConfig, preset
 from ..errors import InputError
 from ..models import AttentionContext, PortraitTalkModel
 from ..weights import load_model, read_metadata, save_model
+from .contrastive import contrastive_loss, contrastive_pair
 from .data import MixedDataset, ShardDataset, StillsDataset, collate
 from .losses import mask_reconstruction_loss, noised
 from .masks import latent_mask, random_masks
@@ -58,7 +62,7 @@ from .masks import latent_mask, random_masks
 
 @dataclass
 class TrainSettings:
-    stage: int | str                    # "vae", "decoder", "base", 1 or 2
+    stage: int | str                    # "vae", "decoder", "text", "base", 1 or 2
     data: str
     out: str
     config: str = "tiny"
@@ -80,6 +84,7 @@ class TrainSettings:
     drop_audio: float = 0.1
     masked_weight: float = 2.0
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
+    train_text_encoder: bool = True     # base: train the text encoder with the UNet (False: keep it as it came)
     stills: str | None = None           # decoder, base, 1: a stills file (synth/stills.py) mixed with the clips' frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
@@ -87,8 +92,8 @@ class TrainSettings:
     extra: dict = field(default_factory=dict)
 
 
-BACKBONE_STAGES = ("vae", "decoder", "base")
-STILLS_STAGES = ("decoder", "base", 1)
+BACKBONE_STAGES = ("vae", "decoder", "text", "base")
+STILLS_STAGES = ("decoder", "text", "base", 1)
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:
@@ -129,7 +134,8 @@ def _differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
 
 
-def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) -> list[torch.nn.Parameter]:
+def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage,
+                         train_text_encoder: bool = True) -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze what the stage trains."""
     model.requires_grad_(False)
     for part in (backbone.vae, backbone.text_encoder, backbone.unet):
@@ -139,8 +145,11 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) ->
     if stage == "decoder":
         return [p.requires_grad_(True) for m in (backbone.vae.decoder, backbone.vae.post_quant_conv)
                 for p in m.parameters()]
+    if stage == "text":
+        return [p.requires_grad_(True) for p in backbone.text_encoder.parameters()]
     if stage == "base":
-        return [p.requires_grad_(True) for m in (backbone.unet, backbone.text_encoder) for p in m.parameters()]
+        parts = (backbone.unet, backbone.text_encoder) if train_text_encoder else (backbone.unet,)
+        return [p.requires_grad_(True) for m in parts for p in m.parameters()]
     if stage == 1:
         parts = [model.identity_net, model.identity_projection] + ([model.face_encoder] if model.face_encoder else [])
         for part in parts:
@@ -149,7 +158,7 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage) ->
         model.animate_net.freeze_base()   # added modules only
         model.audio_projection.requires_grad_(True)
     else:
-        raise InputError(f"unknown stage {stage}", "use --stage vae, decoder, base, 1 or 2")
+        raise InputError(f"unknown stage {stage}", "use --stage vae, decoder, text, base, 1 or 2")
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -172,7 +181,11 @@ class Trainer:
         self.model = (load_model(settings.init, self.backbone.unet) if settings.init
                       else PortraitTalkModel(config, self.backbone.unet))
         self.config = self.model.config
-        params = self.params = trainable_parameters(self.model, self.backbone, settings.stage)
+        params = self.params = trainable_parameters(self.model, self.backbone, settings.stage,
+                                                    settings.train_text_encoder)
+        if settings.stage == "text":   # the image tower trains beside the text encoder, and is dropped at the end
+            self.pair = contrastive_pair(self.backbone.text_encoder, config.resolution)
+            params += [p for name, p in self.pair.named_parameters() if not name.startswith("text_model.")]
         if settings.gradient_checkpointing:
             for unet in (self.model.identity_net.unet, self.model.animate_net.unet):
                 unet.enable_gradient_checkpointing()
@@ -193,6 +206,8 @@ class Trainer:
         self.device = self.accelerator.device
         self.model = self.model.to(self.device)
         self.backbone.to(self.device)
+        if settings.stage == "text":
+            self.pair.to(self.device)
         if settings.stage in ("base", 1, 2):  # the VAE is frozen from here on
             fingerprint = vae_fingerprint(self.backbone.vae)
             parts = self.dataset.parts if isinstance(self.dataset, MixedDataset) else [self.dataset]
@@ -255,13 +270,18 @@ class Trainer:
             latents = self.backbone.vae.encode(frames).latent_dist.mean
         return reconstruction_loss(self.backbone.vae.decode(latents).sample, frames)
 
+    def text_loss(self, batch: dict) -> torch.Tensor:
+        frames = batch["frames"][:, 0].to(self.device)
+        return contrastive_loss(self.pair, self.backbone.token_ids(batch["caption"]), frames)
+
     def base_loss(self, batch: dict) -> torch.Tensor:
         clean = batch["latents"][:, 0].to(self.device)
         noise = self._noise(clean.shape)
         t, a_t = self._timesteps(clean.shape[0])
         keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
         captions = [c if k else "" for c, k in zip(batch["caption"], keep)]
-        text = self.backbone.text_encoder(self.backbone.token_ids(captions))[0]   # with gradients: it trains here
+        with torch.set_grad_enabled(self.s.train_text_encoder):
+            text = self.backbone.text_encoder(self.backbone.token_ids(captions))[0]
         prediction = self.backbone.unet(noised(clean, noise, a_t), t, encoder_hidden_states=text).sample
         return ((prediction.float() - noise) ** 2).mean()
 
@@ -315,7 +335,8 @@ class Trainer:
     def train(self) -> Path:
         self.resume()
         log = (self.out / "log.jsonl").open("a")
-        loss_fn = {"vae": self.vae_loss, "decoder": self.decoder_loss, "base": self.base_loss, 1: self.stage1_loss,
+        loss_fn = {"vae": self.vae_loss, "decoder": self.decoder_loss, "text": self.text_loss,
+                   "base": self.base_loss, 1: self.stage1_loss,
                    2: self.stage2_loss}[self.s.stage]
         per_epoch = max(1, len(self.loader))
         epoch, skip = divmod(self.step, per_epoch)   # a resumed run continues mid-epoch where it stopped
