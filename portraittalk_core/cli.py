@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gradient-checkpointing", action="store_true", default=None)
     train.add_argument("--keep-text-encoder", dest="train_text_encoder", action="store_false", default=None,
                        help="stage base: train the UNet alone, the text encoder kept as the backbone has it")
+    train.add_argument("--text-encoder-lr-scale", type=float,
+                       help="stage base: the text encoder's learning rate as a share of the UNet's (default 1)")
 
     recipe = sub.add_parser("train-demo", help="the embedded demo model from nothing: synth, prepare, "
                                                "stages vae, decoder, base, 1 and 2 (fixed seed, resumable)")
@@ -260,7 +262,8 @@ def main_train(args) -> int:
         values["config"] = args.config
     for name in ("data", "out", "init", "stills", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
                  "ema_decay", "mixed_precision", "gradient_checkpointing", "warmup_steps", "mouth_weight",
-                 "noise_offset", "lr_schedule", "train_text_encoder"):
+                 "noise_offset", "lr_schedule", "train_text_encoder",
+                 "text_encoder_lr_scale"):
         value = getattr(args, name)
         if value is not None:
             values[name] = str(value) if isinstance(value, Path) else value

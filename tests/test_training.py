@@ -229,6 +229,17 @@ def test_base_stage_can_keep_the_text_encoder_as_it_came(shards, tmp_path):
     assert moved(trained[False], "unet") and not moved(trained[False], "text_encoder")
 
 
+
+def test_base_stage_trains_the_text_encoder_at_its_share_of_the_learning_rate(shards, tmp_path):
+    trainer = Trainer(settings(shards, tmp_path / "scaled", "base", learning_rate=1e-3, text_encoder_lr_scale=0.1))
+    trainer.train()
+    unet, text = trainer.optimizer.param_groups
+    assert unet["lr"] == pytest.approx(1e-3) and text["lr"] == pytest.approx(1e-4)
+    text_params = list(trainer.backbone.text_encoder.parameters())
+    assert len(text["params"]) == len(text_params) and all(a is b for a, b in zip(text["params"], text_params))
+    assert len(unet["params"]) == len(list(trainer.backbone.unet.parameters()))
+
+
 def load_model_config_scale(path) -> float:
     from safetensors import safe_open
 

@@ -85,6 +85,7 @@ class TrainSettings:
     masked_weight: float = 2.0
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
     train_text_encoder: bool = True     # base: train the text encoder with the UNet (False: keep it as it came)
+    text_encoder_lr_scale: float = 1.0  # base: the text encoder's learning rate as a share of the UNet's
     stills: str | None = None           # decoder, base, 1: a stills file (synth/stills.py) mixed with the clips' frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
@@ -199,7 +200,12 @@ class Trainer:
             self.dataset = MixedDataset([self.dataset, StillsDataset(settings.stills)], settings.seed)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=settings.batch_size, shuffle=False,
                                              collate_fn=collate, drop_last=False)
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=1e-2)
+        # Stage base may train the text encoder slower than the UNet: it came from stage text knowing its words
+        text_scale = settings.text_encoder_lr_scale if settings.stage == "base" else 1.0
+        text_params = {id(p) for p in self.backbone.text_encoder.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in text_params], "lr_scale": 1.0},
+                  {"params": [p for p in params if id(p) in text_params], "lr_scale": text_scale}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.learning_rate, weight_decay=1e-2)
         # The model is not wrapped for DDP: the stages call its parts directly, so gradients are averaged
         # across processes by hand after backward (see train). Random draws come from one CPU generator
         # and move to the device, so a run is the same on any hardware.
@@ -352,7 +358,7 @@ class Trainer:
                     loss = loss_fn(batch)
                 self.accelerator.backward(loss)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate_at(self.step, self.s)
+                    group["lr"] = learning_rate_at(self.step, self.s) * group["lr_scale"]
                 if self.accelerator.num_processes > 1:
                     for p in self.params:
                         if p.grad is not None:
