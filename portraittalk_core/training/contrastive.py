@@ -3,11 +3,11 @@
 A text-to-image model learns what its prompts' words look like from its text encoder. SD1.5 takes CLIP's, trained
 on 400M image-caption pairs; the demo model's is trained from scratch, and through the diffusion loss alone it
 told some colour words apart poorly: over "<colour> background", its states for pink and beige had a cosine of
-0.999, green and red 0.91, and the base drew pink as beige and green as red. Contrastive pairs of stills and their
+0.999, green and red 0.91, and the base drew pink as white and green as red. Contrastive pairs of stills and their
 captions first teach the encoder every word that changes how a picture looks; the base stage then goes on training
-it with the UNet. Over the whole palette on the 12 val photos (two noise seeds, 228 restyles), a demo base trained
-after 1000 steps of this stage found the asked background in 113, the same base without it in 77, and with the
-encoder kept frozen through the base in 74.
+it with the UNet, best at a tenth of the UNet's rate. Over the whole palette on the 12 val photos (two noise seeds,
+228 restyles), a demo base trained after 1000 steps of this stage found the asked background in 131 (encoder at a
+tenth of the rate), 113 (at the full rate) and 74 (frozen); the same base without the stage found 77.
 
 The pair is transformers' ``CLIPModel``, with the backbone's text encoder as its text tower (shared, so its
 training is the backbone's) and a small ViT of the frames' size as its image tower, which is dropped afterwards.
