@@ -6,8 +6,9 @@
   which keeps edges such as the lips sharp, + a small KL term; trained on the posterior mean, the latent
   that ``encode_images`` uses, and saved with ``scaling_factor`` = 1 / the latents' standard deviation, as
   SD's VAE was), then the base UNet with the text encoder (text-to-image noise prediction on single frames,
-  captions dropped 10% of the time; ``--keep-text-encoder`` trains the UNet alone). Their output is a backbone file (``backbone.safetensors``) that later
-  stages take with ``--backbone``.
+  captions dropped 10% of the time; the text encoder trains with it, at ``text_encoder_lr_scale`` of its rate, or
+  not at all with ``train_text_encoder=False``). Their output is a backbone file (``backbone.safetensors``) that
+  later stages take with ``--backbone``.
 - Stage decoder fine-tunes the VAE's decoder alone, with the VAE's reconstruction loss, on frames that the VAE
   stage did not see (``--stills``: thousands of people, where the clips have a few dozen). The encoder is frozen,
   so every latent, and everything trained on latents after it, stays exactly as it was: only what the frames
@@ -86,7 +87,7 @@ class TrainSettings:
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
     train_text_encoder: bool = True     # base: train the text encoder with the UNet (False: keep it as it came)
     text_encoder_lr_scale: float = 1.0  # base: the text encoder's learning rate as a share of the UNet's
-    stills: str | None = None           # decoder, base, 1: a stills file (synth/stills.py) mixed with the clips' frames
+    stills: str | None = None           # decoder, text, base, 1: a stills file (synth/stills.py) mixed with the frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
     warmup_steps: int = 0
