@@ -131,13 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-schedule", choices=("constant", "cosine"))
     train.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     train.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    train.add_argument("--keep-text-encoder", dest="train_text_encoder", action="store_false", default=None,
-                       help="stage base: train the UNet alone, the text encoder kept as the backbone has it")
     train.add_argument("--text-encoder-lr-scale", type=float,
-                       help="stage base: the text encoder's learning rate as a share of the UNet's (default 1)")
+                       help="stage base: the text encoder's learning rate as a share of the UNet's (default 1; "
+                            "0 keeps the text encoder as the backbone has it)")
 
     recipe = sub.add_parser("train-demo", help="the embedded demo model from nothing: synth, prepare, "
-                                               "stages vae, decoder, base, 1 and 2 (fixed seed, resumable)")
+                                               "stages vae, decoder, text, base, 1 and 2 (fixed seed, resumable)")
     recipe.add_argument("--out", type=Path, default=Path("runs/demo"))
     recipe.add_argument("--scale", type=float, default=1.0, help="multiply the step counts (smoke tests: 0.001)")
     recipe.add_argument("--workers", type=int, default=1)
@@ -262,8 +261,7 @@ def main_train(args) -> int:
         values["config"] = args.config
     for name in ("data", "out", "init", "stills", "backbone", "steps", "batch_size", "learning_rate", "frames", "seed", "checkpoint_every",
                  "ema_decay", "mixed_precision", "gradient_checkpointing", "warmup_steps", "mouth_weight",
-                 "noise_offset", "lr_schedule", "train_text_encoder",
-                 "text_encoder_lr_scale"):
+                 "noise_offset", "lr_schedule", "text_encoder_lr_scale"):
         value = getattr(args, name)
         if value is not None:
             values[name] = str(value) if isinstance(value, Path) else value

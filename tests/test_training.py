@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,50 @@ def test_a_finished_vae_stage_run_again_saves_the_same_backbone(shards, tmp_path
     assert all(torch.equal(saved[k], v) for k, v in load_file(again).items())
 
 
+def test_a_finished_stage_run_again_resumes_at_its_last_step(shards, tmp_path):
+    """A stage whose step count is not a multiple of checkpoint_every checkpoints its last step too, so train-demo
+    run again on a finished chain trains nothing (it used to retrain from the last round checkpoint)."""
+    run = lambda: Trainer(settings(shards, tmp_path / "s1", 1, steps=3, checkpoint_every=2))
+    first = run()
+    first.train()
+    assert sorted(p.name for p in (tmp_path / "s1").glob("checkpoint-*")) == ["checkpoint-0000002", "checkpoint-0000003"]
+    again = run()
+    again.train()
+    steps = [json.loads(x)["step"] for x in (tmp_path / "s1" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3] and again.step == 3
+    assert all(torch.equal(a, b) for a, b in zip(first.params, again.params))
+
+
+def test_the_demo_recipe_passes_every_stage_plan_setting_to_its_stage(tmp_path, monkeypatch):
+    """Each StagePlan field must reach the stage's TrainSettings (a field left out trains with the default)."""
+    import dataclasses
+
+    from portraittalk_core.training import recipe as recipe_module
+
+    seen = []
+
+    class Recording:
+        def __init__(self, settings):
+            seen.append(settings)
+
+        def train(self):
+            out = Path(seen[-1].out) / "result.safetensors"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(b"")
+            return out
+
+    monkeypatch.setattr(recipe_module, "Trainer", Recording)
+    monkeypatch.setattr(recipe_module, "synth_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(recipe_module, "prepare_folder", lambda *a, **k: None)
+    monkeypatch.setattr(recipe_module, "make_stills", lambda path, *a, **k: path)
+    recipe_module.train_demo(tmp_path)
+    plans = recipe_module.DEMO.stages
+    assert [s.stage for s in seen] == [p.stage for p in plans]
+    for plan, trained in zip(plans, seen):
+        for field in dataclasses.fields(plan):
+            assert getattr(trained, field.name) == getattr(plan, field.name), (plan.stage, field.name)
+
+
 def test_decoder_stage_changes_the_decoder_and_no_latent(shards, tmp_path):
     """Stage decoder trains the VAE's decoder alone, on the clips and stills: the latents (their cache key too), and
     so every stage trained on them, stay exactly as they were; the frames decoded from them change."""
@@ -225,13 +270,13 @@ def test_base_stage_can_keep_the_text_encoder_as_it_came(shards, tmp_path):
     from portraittalk_core.backbone import load_backbone, random_backbone
     from portraittalk_core.config import tiny
 
-    trained = {flag: load_backbone(Trainer(settings(shards, tmp_path / str(flag), "base",
-                                                    train_text_encoder=flag)).train()) for flag in (True, False)}
+    trained = {share: load_backbone(Trainer(settings(shards, tmp_path / str(share), "base",
+                                                     text_encoder_lr_scale=share)).train()) for share in (1.0, 0.0)}
     start = random_backbone(tiny(), 0)
     moved = lambda backbone, name: not all(torch.equal(v, getattr(backbone, name).state_dict()[k])
                                            for k, v in getattr(start, name).state_dict().items())
-    assert moved(trained[True], "unet") and moved(trained[True], "text_encoder")
-    assert moved(trained[False], "unet") and not moved(trained[False], "text_encoder")
+    assert moved(trained[1.0], "unet") and moved(trained[1.0], "text_encoder")
+    assert moved(trained[0.0], "unet") and not moved(trained[0.0], "text_encoder")
 
 
 
@@ -402,7 +447,7 @@ def test_train_command_runs_the_text_stage_and_a_base_that_keeps_it(shards, tmp_
     common = ["--data", str(shards), "--steps", "1", "--batch-size", "3"]
     assert main(["train", "--stage", "text", "--out", str(tmp_path / "text"), *common]) == 0
     text = tmp_path / "text" / "backbone.safetensors"
-    assert main(["train", "--stage", "base", "--keep-text-encoder", "--backbone", str(text),
+    assert main(["train", "--stage", "base", "--text-encoder-lr-scale", "0", "--backbone", str(text),
                  "--out", str(tmp_path / "base"), *common]) == 0
     assert f"wrote {tmp_path / 'base' / 'backbone.safetensors'}" in capsys.readouterr().out
     before = load_backbone(text).text_encoder.state_dict()

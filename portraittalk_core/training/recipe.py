@@ -36,6 +36,7 @@ class StagePlan:
     mouth_weight: float = 1.0
     noise_offset: float = 0.0
     ema_decay: float = 0.999
+    text_encoder_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def train_demo(out, recipe: Recipe = DEMO, scale: float = 1.0, workers: int = 1)
             steps=max(1, round(plan.steps * scale)), batch_size=plan.batch_size, learning_rate=plan.learning_rate,
             frames=plan.frames, lr_schedule=plan.lr_schedule, warmup_steps=round(plan.warmup_steps * scale),
             mouth_weight=plan.mouth_weight, noise_offset=plan.noise_offset, ema_decay=plan.ema_decay,
+            text_encoder_lr_scale=plan.text_encoder_lr_scale,
             seed=recipe.seed, backbone=backbone,
             init=weights if plan.stage == 2 else None, stills=stills if plan.stage in STILLS_STAGES else None,
             checkpoint_every=max(1, round(500 * scale)))

@@ -7,7 +7,7 @@
   that ``encode_images`` uses, and saved with ``scaling_factor`` = 1 / the latents' standard deviation, as
   SD's VAE was), then the base UNet with the text encoder (text-to-image noise prediction on single frames,
   captions dropped 10% of the time; the text encoder trains with it, at ``text_encoder_lr_scale`` of its rate, or
-  not at all with ``train_text_encoder=False``). Their output is a backbone file (``backbone.safetensors``) that
+  not at all when that share is 0). Their output is a backbone file (``backbone.safetensors``) that
   later stages take with ``--backbone``.
 - Stage decoder fine-tunes the VAE's decoder alone, with the VAE's reconstruction loss, on frames that the VAE
   stage did not see (``--stills``: thousands of people, where the clips have a few dozen). The encoder is frozen,
@@ -85,8 +85,7 @@ class TrainSettings:
     drop_audio: float = 0.1
     masked_weight: float = 2.0
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
-    train_text_encoder: bool = True     # base: train the text encoder with the UNet (False: keep it as it came)
-    text_encoder_lr_scale: float = 1.0  # base: the text encoder's learning rate as a share of the UNet's
+    text_encoder_lr_scale: float = 1.0  # base: the text encoder's learning rate as a share of the UNet's (0: frozen)
     stills: str | None = None           # decoder, text, base, 1: a stills file (synth/stills.py) mixed with the frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
@@ -137,7 +136,7 @@ def _differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage,
-                         train_text_encoder: bool = True) -> list[torch.nn.Parameter]:
+                         text_encoder_lr_scale: float = 1.0) -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze what the stage trains."""
     model.requires_grad_(False)
     for part in (backbone.vae, backbone.text_encoder, backbone.unet):
@@ -150,7 +149,7 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage,
     if stage == "text":
         return [p.requires_grad_(True) for p in backbone.text_encoder.parameters()]
     if stage == "base":
-        parts = (backbone.unet, backbone.text_encoder) if train_text_encoder else (backbone.unet,)
+        parts = (backbone.unet, backbone.text_encoder) if text_encoder_lr_scale else (backbone.unet,)
         return [p.requires_grad_(True) for m in parts for p in m.parameters()]
     if stage == 1:
         parts = [model.identity_net, model.identity_projection] + ([model.face_encoder] if model.face_encoder else [])
@@ -184,7 +183,7 @@ class Trainer:
                       else PortraitTalkModel(config, self.backbone.unet))
         self.config = self.model.config
         params = self.params = trainable_parameters(self.model, self.backbone, settings.stage,
-                                                    settings.train_text_encoder)
+                                                    settings.text_encoder_lr_scale)
         if settings.stage == "text":   # the image tower trains beside the text encoder, and is dropped at the end
             self.pair = contrastive_pair(self.backbone.text_encoder, config.resolution)
             params += [p for name, p in self.pair.named_parameters() if not name.startswith("text_model.")]
@@ -287,7 +286,7 @@ class Trainer:
         t, a_t = self._timesteps(clean.shape[0])
         keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
         captions = [c if k else "" for c, k in zip(batch["caption"], keep)]
-        with torch.set_grad_enabled(self.s.train_text_encoder):
+        with torch.set_grad_enabled(bool(self.s.text_encoder_lr_scale)):
             text = self.backbone.text_encoder(self.backbone.token_ids(captions))[0]
         prediction = self.backbone.unet(noised(clean, noise, a_t), t, encoder_hidden_states=text).sample
         return ((prediction.float() - noise) ** 2).mean()
@@ -371,8 +370,8 @@ class Trainer:
                 if self.accelerator.is_main_process and (self.step % self.s.log_every == 0 or self.step == 1):
                     log.write(json.dumps({"step": self.step, "loss": loss.item()}) + "\n")
                     log.flush()
-                if self.step % self.s.checkpoint_every == 0:
-                    self.checkpoint()
+                if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
+                    self.checkpoint()   # the last step too: a finished stage run again resumes there, not before
             epoch, skip = epoch + 1, 0
         log.close()
         return self.save()
