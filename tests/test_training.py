@@ -196,6 +196,7 @@ def test_the_demo_recipe_passes_every_stage_plan_setting_to_its_stage(tmp_path, 
     for plan, trained in zip(plans, seen):
         for field in dataclasses.fields(plan):
             assert getattr(trained, field.name) == getattr(plan, field.name), (plan.stage, field.name)
+    assert [s.stage for s in seen].index("text") < [s.stage for s in seen].index("base")   # base starts from it
 
 
 def test_decoder_stage_changes_the_decoder_and_no_latent(shards, tmp_path):
