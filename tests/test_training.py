@@ -454,3 +454,15 @@ def test_train_command_runs_the_text_stage_and_a_base_that_keeps_it(shards, tmp_
     before = load_backbone(text).text_encoder.state_dict()
     after = load_backbone(tmp_path / "base" / "backbone.safetensors").text_encoder.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_train_command_refuses_a_negative_text_encoder_share_in_one_line(shards, tmp_path, capsys):
+    from portraittalk_core.cli import main
+
+    code = main(["train", "--stage", "base", "--text-encoder-lr-scale", "-1", "--data", str(shards),
+                 "--out", str(tmp_path / "base"), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "is negative" in errors[0] and "Fix:" in errors[0], err
+    assert not (tmp_path / "base").exists()          # refused before anything is written

@@ -166,6 +166,9 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage,
 class Trainer:
     def __init__(self, settings: TrainSettings, backbone: Backbone | None = None):
         self.s = settings
+        if settings.text_encoder_lr_scale < 0:   # a negative share would climb the loss
+            raise InputError(f"text encoder learning-rate share {settings.text_encoder_lr_scale:g} is negative",
+                             "use 0 to keep the text encoder frozen, or a share above 0 (1: the UNet's rate)")
         self.out = Path(settings.out)
         self.accelerator = Accelerator(mixed_precision=settings.mixed_precision)
         set_seed(settings.seed)
