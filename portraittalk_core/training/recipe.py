@@ -7,10 +7,11 @@ and 2) with the settings below, and writes ``runs/demo/portraittalk_demo.safeten
 Every step resumes, so an interrupted run continues where it stopped. ``--scale`` multiplies the step
 counts and shrinks the dataset: tests run the whole chain with a tiny scale.
 
-Speeds on the 2-core CPU of earlier sessions (s/step, batch as below): vae 0.52, decoder 0.35, text 0.17, base 0.14,
-stage 1 0.23, stage 2 0.9 (latents cached: see ShardDataset.cache_latents); synth, prepare and the stills take about
-5 minutes more: about 85 minutes in all. The current machine ran stage 2 at 1.07 s/step, which puts an uncontended
-run at about 96 minutes, over the 90-minute budget (README, *The embedded demo model*).
+Speeds on this project's 2-core CPU, idle (s/step, batch as below): vae 0.74, decoder 0.53, text 0.15, base 0.19,
+stage 1 0.27, stage 2 1.04 (latents cached: see ShardDataset.cache_latents, about 5 minutes once, before the base);
+synth, prepare and the stills take 3.3 minutes more: about 99 minutes in all, over the 90-minute budget. Cutting
+steps (vae 1500, stage 1 1500, stage 2 1400: 81.5 minutes) lost the lip sync (0.623 -> 0.381 on test), so the
+steps stay until they get faster (README, *The embedded demo model*).
 """
 
 from __future__ import annotations
