@@ -7,12 +7,9 @@ and 2) with the settings below, and writes ``runs/demo/portraittalk_demo.safeten
 Every step resumes, so an interrupted run continues where it stopped. ``--scale`` multiplies the step
 counts and shrinks the dataset: tests run the whole chain with a tiny scale.
 
-Speeds on this project's 2-core CPU, idle (s/step, batch as below): vae 0.74, decoder 0.53, text 0.15, base 0.19,
-stage 1 0.27, stage 2 1.04 (latents cached: see ShardDataset.cache_latents, about 5 minutes once, before the base);
-synth, prepare and the stills take 3.3 minutes more: about 99 minutes in all, over the 90-minute budget. Cutting
-steps (vae 1500, stage 1 1500, stage 2 1400: 81.5 minutes) lost the lip sync (0.623 -> 0.381 on test), and so did
-stage 2 on clips of 6 frames with the vae at 1800 (91.1 minutes; 0.518), so the steps stay until they get faster
-(README, *The embedded demo model*).
+On this project's 2-core CPU the recipe takes about 99 minutes, over the 90-minute budget; the steps stay because
+both cut recipes tried so far lost the lip sync. Per-stage speeds and the cut runs' figures are in README, *The
+embedded demo model* (kept there only, so they are written once).
 """
 
 from __future__ import annotations
