@@ -50,9 +50,9 @@ class Recipe:
     # Stills of this many more people for the base and stage 1 (synth/stills.py); 0: the clips' frames only.
     stills: int = 3000
     stages: tuple[StagePlan, ...] = field(default_factory=lambda: (
-        # Batches of 4, not 8: 0.39 s a step, not 0.74, which brings the recipe inside 90 minutes. Its reconstruction
-        # loss ends higher (0.21 against 0.17) and the prompt lost some colours, but both cuts that took the time from
-        # stage 2 instead lost the lip sync (README, *The embedded demo model*).
+        # Batches of 4, not 8: half the step time, which brings the recipe inside 90 minutes. It reconstructs less well
+        # and the prompt lost some colours, but both cuts that took the time from stage 2 instead lost the lip sync
+        # (README, *The embedded demo model*, for the figures).
         StagePlan("vae", 2000, 4, 3e-4),
         # The VAE sees the clips' 48 people; its decoder then sees the 3000 stills too (the encoder frozen, so no latent
         # changes). On 400 held-out stills: the background's colour error halved (L1 12.2 -> 5.8 levels), green kept
