@@ -163,6 +163,14 @@ def test_landmark_regressor_learns_and_round_trips(tmp_path):
     assert load_regressor(tmp_path / "r.safetensors", "data-b") is None   # other data: train again
 
 
+def test_clip_seed_is_the_clips_own_and_the_same_every_run():
+    from portraittalk_core.evaluation.evaluate import clip_seed
+
+    one, other = "5518118008_036_en-us-m3", "5518118008_037_en-gb-scotland-m2"   # one person's two clips
+    assert clip_seed(0, one) == clip_seed(0, one) != clip_seed(0, other)
+    assert clip_seed(1, one) != clip_seed(0, one) and 0 <= clip_seed(0, one) < 2**31
+
+
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
 def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     """synth -> prepare -> regressor (train + val) -> generate (test) -> every figure, on random tiny weights."""
@@ -182,8 +190,9 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     pipeline = PortraitTalkPipeline.random("demo")
     restyled = []   # the prompt test restyles the photo from the recoloured prompt; the lip-sync clips do not
     restyle = pipeline.restyle
+    seeds = []
     monkeypatch.setattr(pipeline, "restyle", lambda refs, text, negative, settings, *rest: restyled.append(
-        settings.prompt) or restyle(refs, text, negative, settings, *rest))
+        settings.prompt) or seeds.append(settings.seed) or restyle(refs, text, negative, settings, *rest))
     report = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1,
                                    prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
                       pipeline=pipeline, progress=lambda *_: None)
@@ -203,6 +212,8 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert f"{saved['prompt_clips'][0]['prompted']} background" in restyled[0]
     assert all(f"{p['prompted']} background" in prompt for p, prompt in zip(palette, restyled[1:]))
     assert len(restyled) == 1 + len(palette) and len(palette) >= len(BACKGROUND_COLOURS) - 2
+    # the palette's noise is the clip's own (a person's two clips share their photo); the animated clip keeps the seed
+    assert seeds == [0] + [evaluation.clip_seed(0, saved["prompt_clips"][0]["clip"])] * len(palette) and seeds[1] != 0
     assert not own & {p["prompted"] for p in palette} and {p["found"] for p in palette} <= set(BACKGROUND_COLOURS)
     assert report["prompt_palette_tries"] == len(palette) and 0 <= report["prompt_palette_accuracy"] <= 1
     assert sum(int(n.split("/")[1]) for n in report["prompt_palette_by_colour"].values()) == len(palette)

@@ -414,6 +414,18 @@ def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_pat
     assert result.frames == 10
 
 
+def test_the_committed_demo_model_carries_the_recipes_config():
+    """The embedded file's config is config.py's demo preset (with the latent scale its vae learnt): the generation
+    defaults chosen on val (region, audio and restyle guidance) are the ones it runs with, and train-demo writes them."""
+    from portraittalk_core.assets import DEMO_WEIGHTS
+    from portraittalk_core.config import preset
+    from portraittalk_core.weights import read_config
+
+    committed = read_config(DEMO_WEIGHTS)
+    recipe = preset("demo")
+    assert committed == recipe.replace(vae=dict(recipe.vae, scaling_factor=committed.vae["scaling_factor"]))
+
+
 def test_stills_mix_into_the_single_frame_stages(shards, tmp_path):
     from portraittalk_core.synth.stills import make_stills
     from portraittalk_core.training.data import MixedDataset, collate

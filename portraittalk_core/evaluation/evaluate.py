@@ -19,8 +19,9 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
   outside the head mask, in the top third, of the background's own colours, so not long hair) counts if it
   is the prompted one. Chance is 1 in 11. One colour a clip is a small sample, and which colours it draws is
   luck; so each prompt clip's photo is also restyled alone (no animation) with every palette colour it does not
-  have, and read the same way: the prompt figure over the whole palette, and per colour. With region mouth and
-  the photo pasted (the demo model's default) the output's background is that restyled photo.
+  have, and read the same way: the prompt figure over the whole palette, and per colour. Each clip's restyles draw
+  noise of their own (``clip_seed``): a person's two clips share their photo. With region mouth and the photo
+  pasted (the demo model's default) the output's background is that restyled photo.
 
 With ``head_motion`` (``eval --head-motion``) the lip sync and identity clips are generated following the ground
 truth's head motion, fitted to its brow and nose landmarks as a driving video's would be (head_motion.py):
@@ -280,13 +281,21 @@ def with_background(caption: str, colour: str) -> str:
     return f"{subject}, in front of {'an' if colour[0] in 'aeiou' else 'a'} {colour} background"
 
 
+def clip_seed(seed: int, clip_id: str) -> int:
+    """A noise seed of the clip's own, from its name (the same every run). The two prompt clips of one person share
+    their photo (the first frame), so with one seed for both the palette would repeat the same restyles."""
+    return (seed + int(hashlib.sha256(clip_id.encode()).hexdigest(), 16)) % 2**31
+
+
 def restyle_palette(pipeline, reference: np.ndarray, caption: str, avoid: set[str], region: np.ndarray,
-                    settings: EvalSettings) -> list[dict]:
+                    settings: EvalSettings, seed: int) -> list[dict]:
     """The photo restyled alone (no animation), from its caption with the background recoloured to each palette
-    colour not in ``avoid``; each background read in ``region`` as the prompt test reads the output's."""
+    colour not in ``avoid``, from noise drawn with ``seed``; each background read in ``region`` as the prompt test
+    reads the output's."""
     from ..pipeline import GenerationSettings
 
-    generation = GenerationSettings(**_sampling(settings), restyle=True, restyle_scale=settings.restyle_scale)
+    generation = GenerationSettings(**{**_sampling(settings), "seed": seed}, restyle=True,
+                                    restyle_scale=settings.restyle_scale)
     refs = pipeline.prepare_references([reference], pipeline.config.resolution)
     results = []
     for colour in (c for c in BACKGROUND_COLOURS if c not in avoid):
@@ -360,7 +369,8 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
             if settings.prompt_palette:
-                recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings)
+                recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings,
+                                             clip_seed(settings.seed, path.stem))
                 palette += [{"clip": path.stem, **r} for r in recoloured]
                 progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
     report = summarise(per_clip, baselines, prompts, palette)
