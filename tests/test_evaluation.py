@@ -218,6 +218,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert report["prompt_palette_tries"] == len(palette) and 0 <= report["prompt_palette_accuracy"] <= 1
     assert sum(int(n.split("/")[1]) for n in report["prompt_palette_by_colour"].values()) == len(palette)
     assert "whole palette" in format_report(report)
+    assert {p["vae_found"] for p in palette} <= set(BACKGROUND_COLOURS) and 0 <= report["prompt_palette_vae_ceiling"] <= 1
     assert "lip sync" in format_report(report)
     trained_on = json.loads((tmp_path / "eval" / "eval.json").read_text())["regressor_clips"]
     assert {"train", "val"} <= {Path(c).parent.name for c in trained_on} and not any("test" in c for c in trained_on)
@@ -293,15 +294,49 @@ def test_regressor_fingerprint_follows_the_shards_not_their_folder(tmp_path):
     assert shards_fingerprint(here, 10, 0) != shards_fingerprint(here, 20, 0)
 
 
+def test_palette_ceiling_paints_the_background_and_reads_it_through_the_vae(monkeypatch):
+    """Each colour painted over the photo's own background only (not the head, not the hair), put through the VAE,
+    and read where the prompt test reads: a VAE that changes nothing keeps every colour."""
+    from types import SimpleNamespace
+
+    from portraittalk_core.evaluation import evaluate as evaluation
+    from portraittalk_core.evaluation.evaluate import EvalSettings, own_background, restyle_palette
+    from portraittalk_core.synth.identity import BACKGROUND_COLOURS
+
+    photo = np.full((12, 12, 3), BACKGROUND_COLOURS["teal"], np.uint8)
+    head = np.zeros((12, 12), np.uint8)
+    head[3:, 3:9] = 1
+    photo[3:, 3:9] = (200, 150, 120)                     # the head
+    photo[0, 0] = (10, 10, 10)                           # a dark hair that the head mask misses
+    background = own_background(photo, head, ["teal"])
+    assert not background[3:, 3:9].any() and not background[0, 0] and background[0, 1]
+    painted_inputs = []
+    monkeypatch.setattr(evaluation, "autoencoded", lambda frames, _: painted_inputs.append(frames.copy()) or frames)
+    pipeline = SimpleNamespace(  # the restyle itself returns the photo as it came: only the ceiling is looked at
+        config=SimpleNamespace(resolution=12), prepare_references=lambda refs, _: refs,
+        encode_prompts=lambda prompt, negative: (prompt, negative),
+        restyle=lambda refs, *_: SimpleNamespace(faces=[SimpleNamespace(image=photo)]))
+    region = background.copy()
+    region[4:] = False
+    results = restyle_palette(pipeline, photo, "a man, in front of a teal background", {"teal"}, region,
+                              EvalSettings(steps=1), 0, photo, background)
+    assert [r["vae_found"] for r in results] == [r["prompted"] for r in results] and len(results) == 10
+    painted = painted_inputs[0]
+    assert (painted[:, 3:, 3:9] == photo[3:, 3:9]).all() and (painted[:, 0, 0] == (10, 10, 10)).all()
+    assert not any(r["hit"] for r in results)            # the restyle drew teal every time: no colour asked was found
+
+
 def test_report_of_a_prompt_only_run_says_what_was_not_run():
     from portraittalk_core.evaluation.evaluate import format_report, summarise
 
     baseline = dict(ceiling_lip_sync=1.0, ceiling_lmd=0.05, ceiling_adfd=0.7, still_lip_sync=0.0,
                     still_identity_ssim=0.8, still_adfd=0.5, posed_still_identity_ssim=0.9, ordering_holds=True)
-    palette = [{"prompted": "blue", "found": "blue", "hit": True}, {"prompted": "grey", "found": "white", "hit": False}]
+    palette = [{"prompted": "blue", "found": "blue", "hit": True, "vae_found": "blue"},
+               {"prompted": "grey", "found": "white", "hit": False, "vae_found": "beige"}]
     report = summarise([], [baseline], [{"prompted": "blue", "found": "blue", "hit": True}], palette)
     report["split"], report["settings"] = "test", dict(text_scale=5.0, identity_scale=2.0, audio_scale=6.0)
     text = format_report(report)
     assert "lip sync, identity, flicker, ADFD, LMD, PSNR: not run (--clips 0)" in text and "nan" not in text
     assert "whole palette      0.500" in text and "grey 0/1 blue 1/1" in text   # in palette order
+    assert "through the VAE alone: 0.500" in text
     assert "holds on 1/1 test clips" in text

@@ -241,19 +241,26 @@ def baseline_metrics(shard: Shard, regressor, pipeline=None, window: int | None 
     }
 
 
-def background_pixels(photo: np.ndarray, head_mask: np.ndarray, colours: list[str], tolerance: float = 40.0
-                      ) -> np.ndarray:
-    """(S, S) bool: where the photo shows its background, in the top third and outside the head mask. The head
-    mask does not cover long hair, so a pixel counts only if its colour lies within ``tolerance`` (RGB levels)
-    of the background's own colours (of the segment between them: gradients blend the two)."""
-    size = photo.shape[0]
+def own_background(photo: np.ndarray, head_mask: np.ndarray, colours: list[str], tolerance: float = 40.0
+                   ) -> np.ndarray:
+    """(S, S) bool: the photo's background pixels, outside the head mask. The head mask does not cover long hair,
+    so a pixel counts only if its colour lies within ``tolerance`` (RGB levels) of the background's own colours
+    (of the segment between them: gradients blend the two)."""
     a, b = (np.asarray(BACKGROUND_COLOURS[c], np.float64) for c in (colours[0], colours[-1]))
     pixels = photo.astype(np.float64)
     along = np.clip(((pixels - a) @ (b - a)) / max(float((b - a) @ (b - a)), 1e-9), 0.0, 1.0)
     distance = np.linalg.norm(pixels - (a + along[..., None] * (b - a)), axis=-1)
+    return (head_mask == 0) & (distance <= tolerance)
+
+
+def background_pixels(photo: np.ndarray, head_mask: np.ndarray, colours: list[str], tolerance: float = 40.0
+                      ) -> np.ndarray:
+    """(S, S) bool: where the prompt test reads the background: the photo's own background (``own_background``)
+    in the top third."""
+    size = photo.shape[0]
     outside = head_mask == 0
     outside[size // 3:] = False
-    region = outside & (distance <= tolerance)
+    region = outside & own_background(photo, head_mask, colours, tolerance)
     return region if region.any() else outside   # no pixel of those colours: the whole area, hair and all
 
 
@@ -288,22 +295,29 @@ def clip_seed(seed: int, clip_id: str) -> int:
 
 
 def restyle_palette(pipeline, reference: np.ndarray, caption: str, avoid: set[str], region: np.ndarray,
-                    settings: EvalSettings, seed: int) -> list[dict]:
+                    settings: EvalSettings, seed: int, aligned: np.ndarray, background: np.ndarray) -> list[dict]:
     """The photo restyled alone (no animation), from its caption with the background recoloured to each palette
     colour not in ``avoid``, from noise drawn with ``seed``; each background read in ``region`` as the prompt test
-    reads the output's."""
+    reads the output's. Next to each, its ceiling (``vae_found``): the ``aligned`` photo (whose ``region`` this is)
+    with its ``background`` pixels painted in that colour by hand, through the model's VAE alone and read the same
+    way. A colour the VAE cannot carry, no restyle can show."""
     from ..pipeline import GenerationSettings
 
     generation = GenerationSettings(**{**_sampling(settings), "seed": seed}, restyle=True,
                                     restyle_scale=settings.restyle_scale)
     refs = pipeline.prepare_references([reference], pipeline.config.resolution)
+    colours = [c for c in BACKGROUND_COLOURS if c not in avoid]
+    painted = np.repeat(aligned[None], len(colours), axis=0)
+    painted[:, background] = np.asarray([BACKGROUND_COLOURS[c] for c in colours], np.uint8)[:, None]
+    autoencoded_paint = autoencoded(painted, pipeline)
     results = []
-    for colour in (c for c in BACKGROUND_COLOURS if c not in avoid):
+    for colour, through_vae in zip(colours, autoencoded_paint):
         prompt = with_background(caption, colour)
         text, negative = pipeline.encode_prompts(prompt, generation.negative_prompt)
         photo = pipeline.restyle(refs, text, negative, replace(generation, prompt=prompt))
         found = background_colour(photo.faces[0].image[None], region)
-        results.append({"prompted": colour, "found": found, "hit": found == colour})
+        results.append({"prompted": colour, "found": found, "hit": found == colour,
+                        "vae_found": background_colour(through_vae[None], region)})
     return results
 
 
@@ -369,8 +383,10 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
             if settings.prompt_palette:
+                aligned = shard.arrays["frames"][0]
                 recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings,
-                                             clip_seed(settings.seed, path.stem))
+                                             clip_seed(settings.seed, path.stem), aligned,
+                                             own_background(aligned, shard.arrays["head_masks"], own))
                 palette += [{"clip": path.stem, **r} for r in recoloured]
                 progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
     report = summarise(per_clip, baselines, prompts, palette)
@@ -421,6 +437,7 @@ def summarise(per_clip: list[dict], baselines: list[dict], prompts: list[dict], 
     summary["adfd"] = _mean(c["adfd"]["score"] for c in per_clip)
     summary["prompt_accuracy"] = _mean(float(p["hit"]) for p in prompts)
     summary["prompt_palette_accuracy"] = _mean(float(p["hit"]) for p in palette)
+    summary["prompt_palette_vae_ceiling"] = _mean(float(p["vae_found"] == p["prompted"]) for p in palette)
     summary["prompt_palette_by_colour"] = {
         colour: f"{sum(p['hit'] for p in palette if p['prompted'] == colour)}/"
                 f"{sum(p['prompted'] == colour for p in palette)}"
@@ -459,7 +476,8 @@ def format_report(report: dict) -> str:
         "  prompt colour found               not run (--prompt-clips 0)",
         *([f"  prompt colour, whole palette      {report['prompt_palette_accuracy']:.3f}   the prompt clips' photos "
            f"restyled alone with every other colour ({report['prompt_palette_tries']} tries): "
-           + " ".join(f"{c} {n}" for c, n in report["prompt_palette_by_colour"].items())]
+           + " ".join(f"{c} {n}" for c, n in report["prompt_palette_by_colour"].items())
+           + f"   [painted by hand, through the VAE alone: {report['prompt_palette_vae_ceiling']:.3f}]"]
           if report.get("prompt_palette_tries") else []),
         *([f"  flicker (mean |frame change|)     {report['flicker']:.4f}   ground truth "
            f"{report['flicker_ground_truth']:.4f}   ratio "
