@@ -121,7 +121,7 @@ class PortraitTalkSampler(io.ComfyNode):
                                tooltip="Guidance of the identity (references)."),
                 io.Float.Input("audio_scale", default=3.5, min=0.0, max=30.0, step=0.1,
                                tooltip="Guidance of the audio (lip sync). 3.5 suits most models; the demo "
-                                       "model's own default is 6 (its workflow sets it)."),
+                                       "model's own default is 9 (its workflow sets it)."),
                 *strength_inputs(),
                 io.Int.Input("clip_frames", default=0, min=0, max=32,
                              tooltip="Frames denoised together; 0 = the model's default."),

@@ -80,7 +80,7 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
     p.add_argument("--audio-scale", type=float, default=None,
-                   help="guidance scale of the audio (default: the model's; the demo model's is 6)")
+                   help="guidance scale of the audio (default: the model's; the demo model's is 9)")
     p.add_argument("--identity-strength", type=float, default=1.0, help="weight of identity attention paths")
     p.add_argument("--audio-strength", type=float, default=1.0, help="weight of the audio attention path")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: the model's)")
