@@ -57,7 +57,7 @@ def test_audio_guidance_defaults_to_the_models(tiny_pipe, reference_path, monkey
                   progress=False)
     assert used == [(5.0, 2.0, 4.25), (5.0, 2.0, 1.5)]
     from portraittalk_core.config import demo, tiny
-    assert tiny().audio_scale == 3.5 and demo().audio_scale == 6.0
+    assert tiny().audio_scale == 3.5 and demo().audio_scale == 9.0
 
 
 def test_generates_a_video_with_sound(tiny_pipe, reference_path, tmp_path):
