@@ -21,7 +21,8 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
   luck; so each prompt clip's photo is also restyled alone (no animation) with every palette colour it does not
   have, and read the same way: the prompt figure over the whole palette, and per colour. Each clip's restyles draw
   noise of their own (``clip_seed``): a person's two clips share their photo. With region mouth and the photo
-  pasted (the demo model's default) the output's background is that restyled photo.
+  pasted (the demo model's default) the output's background is that restyled photo. Beside the palette figure,
+  its ceiling: the photo's own background painted by hand in each asked colour, through the VAE alone.
 
 With ``head_motion`` (``eval --head-motion``) the lip sync and identity clips are generated following the ground
 truth's head motion, fitted to its brow and nose landmarks as a driving video's would be (head_motion.py):
