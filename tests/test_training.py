@@ -416,7 +416,8 @@ def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_pat
 
 def test_the_committed_demo_model_carries_the_recipes_config():
     """The embedded file's config is config.py's demo preset (with the latent scale its vae learnt): the generation
-    defaults chosen on val (region, audio and restyle guidance) are the ones it runs with, and train-demo writes them."""
+    defaults chosen on val (region, audio and restyle guidance) are the ones it runs with, and train-demo writes
+    them."""
     from portraittalk_core.assets import DEMO_WEIGHTS
     from portraittalk_core.config import preset
     from portraittalk_core.weights import read_config

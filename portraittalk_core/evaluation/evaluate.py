@@ -378,16 +378,16 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
                                         restyle=True, restyle_scale=settings.restyle_scale),
                      progress=False, on_frames=made.append)
             own = [identity["background_colour"], identity.get("background_colour2") or identity["background_colour"]]
-            region = background_pixels(shard.arrays["frames"][0], shard.arrays["head_masks"], own)
+            aligned, head_masks = shard.arrays["frames"][0], shard.arrays["head_masks"]   # the photo, as prepared
+            region = background_pixels(aligned, head_masks, own)
             found = background_colour(np.concatenate(made), region)
             prompts.append({"clip": path.stem, "prompted": colour, "found": found, "hit": found == colour,
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
             if settings.prompt_palette:
-                aligned = shard.arrays["frames"][0]
                 recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings,
                                              clip_seed(settings.seed, path.stem), aligned,
-                                             own_background(aligned, shard.arrays["head_masks"], own))
+                                             own_background(aligned, head_masks, own))
                 palette += [{"clip": path.stem, **r} for r in recoloured]
                 progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
     report = summarise(per_clip, baselines, prompts, palette)
