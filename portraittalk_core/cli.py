@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, help="prepared shards")
     train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
     train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
-    train.add_argument("--stills", type=Path, help="stages decoder, text, base and 1: a stills file (synth/stills.py) "
+    train.add_argument("--stills", type=Path, help="stages vae, decoder, text, base and 1: a stills file (synth/stills.py) "
                                                    "mixed with the shards' frames")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
                        ("--seed", int), ("--checkpoint-every", int), ("--ema-decay", float),

@@ -197,6 +197,27 @@ def test_the_demo_recipe_passes_every_stage_plan_setting_to_its_stage(tmp_path, 
         for field in dataclasses.fields(plan):
             assert getattr(trained, field.name) == getattr(plan, field.name), (plan.stage, field.name)
     assert [s.stage for s in seen].index("text") < [s.stage for s in seen].index("base")   # base starts from it
+    assert all(s.stills for s in seen if s.stage in ("vae", "text", "base", 1))   # the stills' people, in all four
+
+
+def test_vae_stage_trains_on_the_clips_and_the_stills(shards, tmp_path):
+    """Stage vae mixes the stills with the clips' frames (one batch of 7 holds all of both here), trains encoder
+    and decoder, and measures its latent scale over that mix."""
+    from portraittalk_core.backbone import load_backbone
+    from portraittalk_core.synth.stills import make_stills
+    from portraittalk_core.training.data import MixedDataset
+    from portraittalk_core.training.trainer import latent_scaling_factor
+
+    stills = make_stills(tmp_path / "stills.npz", 4, size=96, train_size=SIZE)
+    vae = Trainer(settings(shards, tmp_path / "vae", "vae", stills=str(stills), steps=2, batch_size=7))
+    assert isinstance(vae.dataset, MixedDataset) and len(vae.dataset) == 3 + 4
+    before = {k: v.clone() for k, v in vae.backbone.vae.state_dict().items()}
+    trained = load_backbone(vae.train()).vae
+    after = trained.state_dict()
+    for prefix in ("encoder.", "decoder."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
+    pixels = torch.cat([vae.dataset[i]["frames"][:1] for i in range(len(vae.dataset))])   # clips' and stills'
+    assert trained.config.scaling_factor == pytest.approx(latent_scaling_factor(trained, pixels), rel=1e-4)
 
 
 def test_decoder_stage_changes_the_decoder_and_no_latent(shards, tmp_path):

@@ -1,4 +1,4 @@
-"""Still portraits of many people, for the training stages that take single frames (the base and stage 1).
+"""Still portraits of many people, for the training stages that take single frames (vae, text, base, stage 1).
 
 The video dataset has few people (the demo recipe's 60, 48 of them for training), and a person's caption is
 the same in every one of their clips. A text-to-image backbone trained on those frames sees 48 captions and

@@ -9,8 +9,9 @@
   captions dropped 10% of the time; the text encoder trains with it, at ``text_encoder_lr_scale`` of its rate, or
   not at all when that share is 0). Their output is a backbone file (``backbone.safetensors``) that
   later stages take with ``--backbone``.
+  Stage vae also takes ``--stills`` (thousands of people, where the clips have a few dozen).
 - Stage decoder fine-tunes the VAE's decoder alone, with the VAE's reconstruction loss, on frames that the VAE
-  stage did not see (``--stills``: thousands of people, where the clips have a few dozen). The encoder is frozen,
+  stage did not see (``--stills``, for a VAE trained on the clips alone). The encoder is frozen,
   so every latent, and everything trained on latents after it, stays exactly as it was: only what the frames
   look like decoded changes (as SD's fine-tuned "ft-MSE" decoder did).
 - Stage text trains the text encoder contrastively against a small image encoder on frames and their captions,
@@ -86,7 +87,7 @@ class TrainSettings:
     masked_weight: float = 2.0
     noise_offset: float = 0.0           # base, 1, 2: offset noise (see Trainer._noise)
     text_encoder_lr_scale: float = 1.0  # base: the text encoder's learning rate as a share of the UNet's (0: frozen)
-    stills: str | None = None           # decoder, text, base, 1: a stills file (synth/stills.py) mixed with the frames
+    stills: str | None = None           # vae, decoder, text, base, 1: a stills file (synth/stills.py) mixed with the frames
     mouth_weight: float = 1.0
     lr_schedule: str = "constant"       # constant | cosine
     warmup_steps: int = 0
@@ -94,7 +95,7 @@ class TrainSettings:
 
 
 BACKBONE_STAGES = ("vae", "decoder", "text", "base")
-STILLS_STAGES = ("decoder", "text", "base", 1)
+STILLS_STAGES = ("vae", "decoder", "text", "base", 1)
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:
