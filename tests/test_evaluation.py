@@ -113,7 +113,8 @@ def test_a_still_float32_mouth_does_not_score_as_moving(clip):
 
 
 def test_background_colour_and_recoloured_prompt():
-    from portraittalk_core.evaluation.evaluate import background_colour, background_pixels, recoloured_prompt
+    from portraittalk_core.evaluation.evaluate import (background_colour, background_pixels, own_background,
+                                                       recoloured_prompt)
     from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     photo = np.zeros((64, 64, 3), np.uint8) + np.array(BACKGROUND_COLOURS["purple"], np.uint8)
@@ -121,7 +122,7 @@ def test_background_colour_and_recoloured_prompt():
     head[10:, 16:48] = 1
     photo[10:, 16:48] = (240, 200, 180)                         # a face where the mask says: not counted
     photo[:, 4:16] = photo[:, 48:60] = BACKGROUND_COLOURS["grey"]  # long hair beside it, outside the mask
-    region = background_pixels(photo, head, ["purple", "purple"])
+    region = background_pixels(own_background(photo, head, ["purple", "purple"]), head)
     assert region[:21].sum() == 21 * 8 + 10 * 32 and not region[21:].any()   # the edges, above the face; top third
     frames = np.repeat(photo[None], 3, 0)
     assert background_colour(frames, region) == "purple"
@@ -133,8 +134,10 @@ def test_background_colour_and_recoloured_prompt():
     assert background_colour(frames, region) == "teal"
     top, bottom = np.array(BACKGROUND_COLOURS["blue"], float), np.array(BACKGROUND_COLOURS["white"], float)
     gradient = np.linspace(top, bottom, 64)[:, None, :].repeat(64, 1).astype(np.uint8)
-    assert background_pixels(gradient, np.zeros((64, 64)), ["blue", "white"])[:21].all()
-    assert background_pixels(gradient, np.zeros((64, 64)), ["red", "red"]).sum() == 21 * 64   # none: the whole area
+    no_head = np.zeros((64, 64))
+    assert background_pixels(own_background(gradient, no_head, ["blue", "white"]), no_head)[:21].all()
+    none = own_background(gradient, no_head, ["red", "red"])
+    assert background_pixels(none, no_head).sum() == 21 * 64                  # none of those colours: the whole area
     caption = "a person with red hair, wearing a blue shirt, in front of a teal and beige striped background"
     prompt, colour = recoloured_prompt(caption, "abc_001", {"teal", "beige"})
     assert colour in BACKGROUND_COLOURS and colour not in {"teal", "beige"}

@@ -254,14 +254,12 @@ def own_background(photo: np.ndarray, head_mask: np.ndarray, colours: list[str],
     return (head_mask == 0) & (distance <= tolerance)
 
 
-def background_pixels(photo: np.ndarray, head_mask: np.ndarray, colours: list[str], tolerance: float = 40.0
-                      ) -> np.ndarray:
-    """(S, S) bool: where the prompt test reads the background: the photo's own background (``own_background``)
+def background_pixels(background: np.ndarray, head_mask: np.ndarray) -> np.ndarray:
+    """(S, S) bool: where the prompt test reads the background: the photo's own ``background`` (``own_background``)
     in the top third."""
-    size = photo.shape[0]
     outside = head_mask == 0
-    outside[size // 3:] = False
-    region = outside & own_background(photo, head_mask, colours, tolerance)
+    outside[len(outside) // 3:] = False
+    region = outside & background
     return region if region.any() else outside   # no pixel of those colours: the whole area, hair and all
 
 
@@ -379,15 +377,15 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
                      progress=False, on_frames=made.append)
             own = [identity["background_colour"], identity.get("background_colour2") or identity["background_colour"]]
             aligned, head_masks = shard.arrays["frames"][0], shard.arrays["head_masks"]   # the photo, as prepared
-            region = background_pixels(aligned, head_masks, own)
+            background = own_background(aligned, head_masks, own)
+            region = background_pixels(background, head_masks)
             found = background_colour(np.concatenate(made), region)
             prompts.append({"clip": path.stem, "prompted": colour, "found": found, "hit": found == colour,
                             "own": identity["background_colour"]})
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
             if settings.prompt_palette:
                 recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings,
-                                             clip_seed(settings.seed, path.stem), aligned,
-                                             own_background(aligned, head_masks, own))
+                                             clip_seed(settings.seed, path.stem), aligned, background)
                 palette += [{"clip": path.stem, **r} for r in recoloured]
                 progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
     report = summarise(per_clip, baselines, prompts, palette)
