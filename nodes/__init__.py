@@ -9,6 +9,7 @@ from .audio_encode import AudioEncode
 from .backbone import BackboneLoader, TextEncode
 from .demo_inputs import DemoInputs
 from .head_motion import HeadMotionFromVideo
+from .head_motion_from_speech import HeadMotionFromSpeech
 from .identity_refs import LoadIdentityRefs
 from .loader import PortraitTalkLoader
 from .paste_photo import PastePhoto
@@ -20,7 +21,8 @@ class PortraitTalkExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, PortraitTalkSampler, VideoCombine,
-                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs, PastePhoto, HeadMotionFromVideo]
+                ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs, PastePhoto, HeadMotionFromVideo,
+                HeadMotionFromSpeech]
 
 
 async def comfy_entrypoint() -> PortraitTalkExtension:

@@ -134,8 +134,9 @@ class PortraitTalkSampler(io.ComfyNode):
                 paste_photo_input(),
                 HeadMotion.Input("head_motion", optional=True,
                                  tooltip="From PortraitTalk Head Motion: the photo moves as the driving video's head "
-                                         "does (played back and forth if shorter than the audio). Unconnected: "
-                                         "the photo stays where it is."),
+                                         "does (played back and forth if shorter than the audio); or from "
+                                         "PortraitTalk Head Motion From Speech: as the model predicts from the "
+                                         "audio. Unconnected: the photo stays where it is."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The frames, an IMAGE batch."),

@@ -77,6 +77,9 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
                    help="a driving video of a talking head (anyone's): the photo moves as that head moves "
                         "(rotation, scale, shift from its first frame on; played back and forth if shorter "
                         "than the audio)")
+    p.add_argument("--speech-head-motion", action=argparse.BooleanOptionalAction, default=True,
+                   help="without --head-motion, the head moves as the model predicts from the speech (models "
+                        "trained with stage motion, such as the demo); --no-speech-head-motion keeps it still")
     p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
     p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
     p.add_argument("--audio-scale", type=float, default=None,
@@ -113,15 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--n-mels", type=int, default=80, help="log-mel bands of the stored audio features")
     prep.add_argument("--workers", type=int, default=1, help="parallel processes")
 
-    train = sub.add_parser("train", help="train a small backbone (vae, base), IdentityNet (1) or AnimateNet's "
-                                         "modules (2)")
-    train.add_argument("--stage", choices=("vae", "decoder", "text", "base", "1", "2"), required=True)
+    train = sub.add_parser("train", help="train a small backbone (vae, base), IdentityNet (1), AnimateNet's "
+                                         "modules (2) or the head's motion from speech (motion)")
+    train.add_argument("--stage", choices=("vae", "decoder", "text", "base", "1", "2", "motion"), required=True)
     train.add_argument("--backbone", type=Path, help="backbone: a file from stage base, or a diffusers folder")
     train.add_argument("--config", default="tiny",
                        help="model config preset (tiny, sd15) or a .json file of training settings")
     train.add_argument("--data", type=Path, help="prepared shards")
     train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
-    train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output)")
+    train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output; stage motion: stage 2's)")
     train.add_argument("--stills", type=Path, help="stages vae, decoder, text, base and 1: a stills file (synth/stills.py) "
                                                    "mixed with the shards' frames")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--head-motion", action="store_true",
                     help="the lip sync and identity clips follow the ground truth's head motion (fitted to its brows "
                          "and nose, as a driving video's would be; the mouth and jaw stay the audio's)")
+    ev.add_argument("--speech-head-motion", action=argparse.BooleanOptionalAction, default=True,
+                    help="without --head-motion, the head moves as the model predicts from the speech (for models "
+                         "that predict it); --no-speech-head-motion keeps the photo's head still")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
     for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", None)):
@@ -214,7 +220,8 @@ def main_generate(args) -> int:
         prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
         denoise=args.denoise, region=args.region, paste_photo=args.paste_photo, restyle=args.restyle,
         restyle_scale=args.restyle_scale, text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale, identity_strength=args.identity_strength,
-        audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed)
+        audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed,
+        head_motion_from_speech=args.speech_head_motion)
     pipe = _pipeline(args)
     result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref],
                   head_motion=args.head_motion)
@@ -306,7 +313,7 @@ def main(argv=None) -> int:
                 identity_scale=args.identity_scale, audio_scale=args.audio_scale,
                 sampler=args.sampler, denoise=args.denoise, region=args.region, paste_photo=args.paste_photo,
                 restyle_scale=args.restyle_scale, prompt_palette=args.prompt_palette, head_motion=args.head_motion,
-                seed=args.seed,
+                head_motion_from_speech=args.speech_head_motion, seed=args.seed,
                 workers=args.workers))
             print(format_report(report))
             print(f"wrote {args.out / 'eval.json'}")

@@ -39,6 +39,7 @@ class PortraitTalkConfig:
     audio_front_end: str = "wav2vec2"   # "wav2vec2" | "logmel"
     audio_layers: int = 13       # hidden states per audio feature (wav2vec2-base: 12 layers + embeddings)
     audio_dim: int = 768
+    head_motion_channels: int = 0       # SpeechHeadMotion's width (models/head_pose.py); 0: no head motion from speech
     face_encoder: str = "arcface"       # "arcface" (insightface) | "builtin" (small CNN in the weights file)
     face_embed_dim: int = 512
     face_encoder_size: int = 112 # input side of the builtin face encoder
@@ -170,6 +171,8 @@ def demo() -> PortraitTalkConfig:
         # Trained in minutes on a CPU, it cannot draw whole frames that hold together (see README, "the demo
         # model"); redrawing only the mouth region of the photo, it makes steady lip-synced video.
         region="mouth",
+        # The head moves with the speech (models/head_pose.py), as the procedural faces' heads do.
+        head_motion_channels=64,
         # Chosen on the val split's 12 clips (README, "the embedded demo model"): lip sync 0.529 at 6, 0.579 at 9,
         # 0.611 at 12, 0.626 at 15. 9 is the most whose ADFD stays above a still face's 0.500 (0.502, 0.506, 0.498,
         # 0.484): beyond it the mouth follows the audio better and the face holds less still (flicker 0.0016 to 0.0021).

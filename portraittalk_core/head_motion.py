@@ -1,4 +1,4 @@
-"""Head motion from a driving video: how a real head moves, applied to the photo.
+"""Head motion from a driving video, or from the speech: how a head moves, applied to the photo.
 
 Speech says what the mouth does, not where the head goes: without help the mouth region ("mouth") keeps the
 photo's head still and the whole frame ("face") moves it only as much as the model guesses. A driving video
@@ -9,6 +9,9 @@ Each frame's movement is a similarity transform (rotation, uniform scale, shift)
 move with the skull only (brows and nose; see ``RIGID_REGIONS``), in the coordinates of the
 video's first face aligned as a reference photo is (face.align_face). The photo is aligned to the same template,
 so the movement carries over whatever size and place the two faces have in their pictures.
+
+Without a driving video, a model with a head-motion module (models/head_pose.py; the demo model has one) predicts
+the same kind of movement from the speech (``motion_from_speech``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Iterable
 import av
 import cv2
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter1d
 
 from . import face as face_io
@@ -130,6 +134,24 @@ def read_head_motion(path, detector, resolution: int, face_fraction: float, seco
         raise InputError(f"the driving video {path.name} cannot be decoded ({err})",
                          "re-encode it with ffmpeg, or give another video") from err
     return HeadMotion(transforms, source_fps / step, resolution)
+
+
+def motion_from_speech(model, audio_windows: torch.Tensor, fps: float, resolution: int) -> HeadMotion:
+    """The head's movement since the first frame that ``model``'s head-motion module (models/head_pose.py) predicts
+    from the speech, in the pixels of a ``resolution`` crop. ``audio_windows``: (F, W, L, C), each frame's feature
+    window (audio.AudioFeatures.frames), its own features at the centre."""
+    from .models import movement_since_first
+
+    if model.head_motion is None:
+        raise InputError(f"this PortraitTalk model ('{model.config.name}' config) does not predict head motion from "
+                         "speech", "drive the head with a video (PortraitTalk Head Motion, or --head-motion VIDEO), "
+                         "or use a model trained with stage motion (the demo model is)")
+    weight = next(model.head_motion.parameters())
+    features = audio_windows[:, model.config.audio_window][None].to(weight.device, weight.dtype)
+    with torch.inference_mode():
+        movement = movement_since_first(model.head_motion(features).float())[0].cpu().numpy()
+    movement[:, :, 2] *= resolution
+    return HeadMotion(movement, float(fps), resolution)
 
 
 def _fill_gaps(found: list) -> list[np.ndarray]:

@@ -38,7 +38,7 @@ from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_b
                            faces_structure, prepare_references)
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, WeightsError
-from .head_motion import HeadMotion, moved_face, read_head_motion, retime
+from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_motion, retime
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
 from .video import VideoWriter
@@ -81,6 +81,9 @@ class GenerationSettings:
     # feathered seam (see ``restyle_latents``). The animation then keeps the new look, mouth mode included.
     restyle: bool = False
     restyle_scale: float | None = None  # text guidance of the restyle; None: the model's default
+    # Without a driving video, the photo's head moves as the model predicts from the speech (models with a head-motion
+    # module, such as the demo: models/head_pose.py). False, or a model without one: the head stays still.
+    head_motion_from_speech: bool = True
     decode_chunk: int = 8              # frames decoded by the VAE at once
 
 
@@ -509,7 +512,8 @@ class PortraitTalkPipeline:
         """Frames for ``audio`` in the likeness of ``references``, written with the audio to ``out`` (an mp4;
         None writes nothing). ``on_frames`` gets every decoded chunk, uint8 (n, H, W, 3), as it is made.
         ``head_motion``: a driving video whose head's movement the photo follows, or the transforms themselves
-        (see ``head_motion``); None keeps the photo where it is."""
+        (see ``head_motion``); None: the movement the model predicts from the speech (head_motion.motion_from_speech), or
+        with ``settings.head_motion_from_speech`` False or a model without that module, the photo where it is."""
         settings = settings or GenerationSettings()
         config = self.config
         fps = float(settings.fps or config.fps)
@@ -537,6 +541,8 @@ class PortraitTalkPipeline:
         with timer("face"):
             refs = self.prepare_references(list(references), resolution, reference_labels)
             motion = None if head_motion is None else self.head_motion(head_motion, fps, n_frames, resolution)
+            if motion is None and settings.head_motion_from_speech and self.model.head_motion is not None:
+                motion = motion_from_speech(self.model, features.frames, fps, resolution).transforms
         with timer("reference"):
             text, negative = self.encode_prompts(settings.prompt, settings.negative_prompt)
         if settings.restyle:

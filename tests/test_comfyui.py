@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI or ".") / "main
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ["PortraitTalkApply", "PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkSampler",
          "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode", "PortraitTalkPastePhoto",
-         "PortraitTalkHeadMotion"]
+         "PortraitTalkHeadMotion", "PortraitTalkHeadMotionFromSpeech"]
 
 
 def _free_port() -> int:
@@ -363,6 +363,19 @@ def test_head_motion_moves_the_photo_in_the_sampler(comfy):
     same = (abs(made - aligned).max(axis=3) <= 1).mean(axis=(1, 2))      # share of pixels that are the photo's
     assert same[0] > 0.5 and same[-1] < 0.5 * same[0], same.round(2)
     assert not np.array_equal(made[0], made[-1])
+
+
+def test_head_motion_from_speech_names_the_fix_for_a_model_without_it(comfy):
+    """The tiny model has no head-motion module: Head Motion From Speech says so and what to use instead."""
+    url, _ = comfy
+    prompt = tiny_talking_face_prompt()
+    prompt["9"]["inputs"].update(head_motion=["31", 0])
+    prompt["31"] = {"class_type": "PortraitTalkHeadMotionFromSpeech", "inputs": {"portraittalk": ["1", 0],
+                                                                                 "audio_features": ["8", 0]}}
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error"
+    assert "does not predict head motion from speech" in messages and "PortraitTalk Head Motion" in messages
 
 
 def test_paste_photo_refuses_resized_frames_clearly(comfy):

@@ -151,10 +151,27 @@ def test_blinks_and_head_motion():
     assert len(shut) >= 3 and gaps.min() >= 1.9 and gaps.max() <= 5.1
     assert np.array_equal(eyes, blinks(np.random.default_rng(0), n, fps))
 
-    pose = head_motion(np.random.default_rng(1), n, fps)
-    assert pose.shape == (n, 3)
-    assert 0.003 < np.abs(pose[:, :2]).mean() < 0.03 and 0.5 < np.abs(pose[:, 2]).mean() < 4.0
-    assert np.abs(np.diff(pose[:, 2])).max() < 0.5  # smooth: well under a degree per frame
+    wander = head_motion(np.random.default_rng(1), n, fps)          # no speech: the small random wander alone
+    assert wander.shape == (n, 3)
+    assert 0.001 < np.abs(wander[:, :2]).mean() < 0.01 and 0.15 < np.abs(wander[:, 2]).mean() < 1.2
+    assert np.abs(np.diff(wander[:, 2])).max() < 0.5  # smooth: well under a degree per frame
+
+
+def test_the_head_follows_the_speech_whatever_the_seed():
+    """Most of the head's motion is the speech's (a model can learn it from the audio): two seeds give nearly the same
+    motion for the same speech; loud stretches sink the head, bright ones turn and tilt it."""
+    fps, n = 25.0, 200
+    t = np.arange(n) / fps
+    activity = np.clip(np.sin(2 * np.pi * t / 3.0), 0, None).astype(np.float32)        # speech, then a pause
+    brightness = (0.3 * np.sin(2 * np.pi * t / 1.5) * (activity > 0.1)).astype(np.float32)   # as espeak's vary
+    one, two = (head_motion(np.random.default_rng(seed), n, fps, activity, brightness) for seed in (1, 2))
+    for axis in range(3):
+        assert np.corrcoef(one[:, axis], two[:, axis])[0, 1] > 0.8
+    loud, quiet = activity > 0.7, activity < 0.05
+    assert one[loud, 1].mean() - one[quiet, 1].mean() > 0.02              # the head sinks (dy down) while loud
+    bright, dark = brightness > 0.2, brightness < -0.2
+    assert one[bright, 0].mean() - one[dark, 0].mean() > 0.01 and one[bright, 2].mean() - one[dark, 2].mean() > 1.5
+    assert np.abs(np.diff(one[:, 2])).max() < 0.5                        # still smooth
 
 
 def test_speak_without_espeak_names_the_fix(monkeypatch):

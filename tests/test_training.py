@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from portraittalk_core.errors import InputError
 from portraittalk_core.training.trainer import Trainer, TrainSettings
 from portraittalk_core.weights import load_model
 
@@ -76,12 +77,47 @@ def test_stage2_trains_added_modules_only(shards, tmp_path):
     assert not changed(before, after, "identity_net.") and not changed(before, after, "identity_projection.")
 
 
-@pytest.mark.parametrize("stage", [1, 2])
+def test_motion_stage_trains_the_head_motion_module_only_and_saves_it(shards, tmp_path):
+    trainer = Trainer(settings(shards, tmp_path, "motion", config="demo"))
+    before = snapshot(trainer)
+    path = trainer.train()
+    after = snapshot(trainer)
+    assert changed(before, after, "head_motion.") and changed(before, after, "") == changed(before, after, "head_motion.")
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    saved = load_model(path, trainer.backbone.unet).head_motion
+    assert saved.proj_out.weight.abs().max() > 0          # the EMA weights left the zero start
+    with pytest.raises(InputError, match="no head-motion module"):
+        Trainer(settings(shards, tmp_path / "tiny", "motion"))   # the tiny config has none
+
+
+def test_motion_samples_carry_the_heads_movement_since_their_first_frame(shards):
+    from portraittalk_core.head_motion import motion_from_landmarks
+    from portraittalk_core.training.data import ShardDataset
+
+    dataset = ShardDataset(shards, frames=5, head_motion=True)
+    sample = dataset[1]
+    shard = dataset.shards[1]
+    frames = shard.arrays["frames"]
+    # Which frames were drawn: find the sample's first frame among the shard's.
+    start = next(i for i in range(len(frames)) if torch.equal(sample["frames"][0], torch.from_numpy(
+        frames[i]).movedim(-1, 0).float() / 127.5 - 1))
+    regions = {k: np.asarray(v) for k, v in shard.meta["regions"].items()}
+    expected = motion_from_landmarks(shard.arrays["landmarks"][start:start + 5], regions)
+    expected[:, :, 2] /= SIZE
+    assert sample["head_motion"].shape == (5, 2, 3)
+    np.testing.assert_allclose(sample["head_motion"].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(sample["head_motion"][0].numpy(), np.eye(2, 3), atol=1e-5)
+    assert "head_motion" not in ShardDataset(shards, frames=5)[1]
+
+
+@pytest.mark.parametrize("stage", [1, 2, "motion"])
 def test_resume_gives_identical_state(shards, tmp_path, stage):
-    straight = Trainer(settings(shards, tmp_path / "straight", stage, steps=4, checkpoint_every=2))
+    config = dict(config="demo") if stage == "motion" else {}
+    straight = Trainer(settings(shards, tmp_path / "straight", stage, steps=4, checkpoint_every=2, **config))
     straight.train()
-    Trainer(settings(shards, tmp_path / "resumed", stage, steps=2, checkpoint_every=2)).train()   # stops at 2
-    second = Trainer(settings(shards, tmp_path / "resumed", stage, steps=4, checkpoint_every=2))  # resumes
+    Trainer(settings(shards, tmp_path / "resumed", stage, steps=2, checkpoint_every=2, **config)).train()  # stops at 2
+    second = Trainer(settings(shards, tmp_path / "resumed", stage, steps=4, checkpoint_every=2, **config))  # resumes
     second.train()
     assert [json.loads(x)["step"] for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     a, b = snapshot(straight), snapshot(second)

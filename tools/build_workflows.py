@@ -16,6 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from comfy_workflow import api_to_ui  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from portraittalk_core.config import preset  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a portrait photo of a person talking, natural light, sharp focus"
 NEGATIVE = "blurry, lowres, deformed face, extra teeth, watermark"
@@ -23,7 +26,7 @@ NEGATIVE = "blurry, lowres, deformed face, extra teeth, watermark"
 
 def sampler(steps: int, sampler_name: str, audio_scale: float = 3.5, **links) -> dict:
     """A PortraitTalk Sampler node with the defaults every example uses; refs and audio from nodes 6 and 8.
-    ``audio_scale``: the node's default, or the model's own (the demo model's config says 6)."""
+    ``audio_scale``: the node's default, or the model's own (the demo model's config says which)."""
     return {"class_type": "PortraitTalkSampler", "inputs": {
         **links, "refs": ["6", 0], "audio_features": ["8", 0], "seed": 0, "steps": steps, "sampler_name": sampler_name,
         "scheduler": "normal", "text_scale": 5.0, "identity_scale": 2.0, "audio_scale": audio_scale,
@@ -115,8 +118,11 @@ def demo() -> dict:
                                                                        "resolution": 64}},
         "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["1", 0], "audio": ["5", 1],
                                                                   "fps": 25.0}},
-        "9": sampler(model=["2", 0], vae=["2", 1], positive=["3", 0], negative=["4", 0],
-                     portraittalk=["1", 0], steps=25, sampler_name="ddim", audio_scale=6.0),
+        # The demo model predicts the head's movement from the speech, as `portraittalk demo` uses it.
+        "11": {"class_type": "PortraitTalkHeadMotionFromSpeech", "inputs": {"portraittalk": ["1", 0],
+                                                                            "audio_features": ["8", 0]}},
+        "9": sampler(model=["2", 0], vae=["2", 1], positive=["3", 0], negative=["4", 0], portraittalk=["1", 0],
+                     head_motion=["11", 0], steps=25, sampler_name="ddim", audio_scale=preset("demo").audio_scale),
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
                                                                     "filename_prefix": "PortraitTalk/demo",
                                                                     "audio": ["5", 1], "crf": 18}},

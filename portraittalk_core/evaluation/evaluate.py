@@ -27,6 +27,8 @@ clip's real frames, aligned by the same transform (the exact landmarks give both
 With ``head_motion`` (``eval --head-motion``) the lip sync and identity clips are generated following the ground
 truth's head motion, fitted to its brow and nose landmarks as a driving video's would be (head_motion.py):
 the self-reenactment setting, in which the identity figure measures the face and not where the head went.
+Without it, a model that predicts head motion from the speech (models/head_pose.py; the demo model) moves the head
+as it predicts, as ``generate`` does (``head_motion_from_speech``; False holds the photo still).
 
 Baselines computed the same way sit next to the model's figures: the ground truth itself, the ground truth
 through the model's own VAE (the best its outputs can look), a still face (the reference frame held) and
@@ -76,6 +78,9 @@ class EvalSettings:
     # The lip sync and identity clips follow the ground truth's head motion (head_motion.py, from its exact brow and
     # nose landmarks: the mouth and jaw stay the audio's to move), as a driving video would give it.
     head_motion: bool = False
+    # Otherwise the head moves as the model predicts from the speech (models with a head-motion module, such as the
+    # demo: models/head_pose.py); False keeps the photo's head still.
+    head_motion_from_speech: bool = True
     restyle_scale: float | None = None  # the prompt test's restyle guidance; None: the model's default
     prompt_palette: bool = True     # the prompt clips' photos also restyled with every other background colour
     seed: int = 0
@@ -390,6 +395,8 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
                 progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
     report = summarise(per_clip, baselines, prompts, palette)
     report["split"], report["settings"] = settings.split, asdict(settings)
+    report["head_motion"] = ("ground truth" if settings.head_motion else "speech"
+                             if settings.head_motion_from_speech and pipeline.model.head_motion is not None else "still")
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
                                                "prompt_palette": palette,
                                                "baselines": baselines,
@@ -411,7 +418,7 @@ def spread_over_identities(clips: list[Path]) -> list[Path]:
 def _sampling(settings: EvalSettings) -> dict:
     return dict(steps=settings.steps, sampler=settings.sampler, denoise=settings.denoise, region=settings.region,
                 paste_photo=settings.paste_photo, seed=settings.seed,
-                text_scale=settings.text_scale, identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
+                head_motion_from_speech=settings.head_motion_from_speech, text_scale=settings.text_scale, identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
 
 
 def _speech(shard: Shard, seconds: float | None) -> tuple[np.ndarray, int]:
@@ -456,7 +463,8 @@ def format_report(report: dict) -> str:
     def verdict(name):
         return "meets target" if report[name] >= TARGETS[name] else "BELOW target"
 
-    motion = " following the ground truth's head motion" if report["settings"].get("head_motion") else ""
+    motion = {"ground truth": " following the ground truth's head motion",
+              "speech": ", the head moving as the model predicts from the speech"}.get(report.get("head_motion"), "")
     generated = report["clips"] > 0
     lines = [
         f"PortraitTalk eval: {report['clips']} {report['split']} clips (held-out identities and sentences){motion}, "

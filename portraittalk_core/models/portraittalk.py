@@ -4,7 +4,9 @@
 - ``audio_projection``: per-frame audio feature windows -> audio tokens;
 - ``face_encoder``: the builtin face encoder (only when the config does not use ArcFace);
 - ``identity_net``: IdentityNet (full UNet, trained in stage 1);
-- ``animate_net``: AnimateNet (frozen base UNet + added modules, trained in stage 2).
+- ``animate_net``: AnimateNet (frozen base UNet + added modules, trained in stage 2);
+- ``head_motion``: the head's movement from the speech (only when the config has ``head_motion_channels``;
+  trained in stage motion).
 
 ``trainable_state_dict()`` is what a PortraitTalk weights file holds: everything except AnimateNet's
 base UNet, which comes from the user's backbone.
@@ -19,6 +21,7 @@ from torch import nn
 from ..config import PortraitTalkConfig
 from .animate_net import AnimateNet, is_added_parameter
 from .face_encoder import FaceEncoder
+from .head_pose import SpeechHeadMotion
 from .identity_net import IdentityNet
 from .projection import AudioProjection, IdentityProjection
 
@@ -40,6 +43,8 @@ class PortraitTalkModel(nn.Module):
         self.identity_net = (IdentityNet.from_backbone(base_unet) if base_unet is not None and identity_from_base
                              else IdentityNet.from_config(config))
         self.animate_net = AnimateNet(config, base_unet)
+        self.head_motion = (SpeechHeadMotion(config.audio_layers, config.audio_dim, config.head_motion_channels)
+                            if config.head_motion_channels else None)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if not self.is_base_parameter(k)}

@@ -38,7 +38,7 @@ from portraittalk_core.errors import InputError, PortraitTalkError
 from portraittalk_core.video import VideoWriter
 
 from .identity import caption, identity_from_seed
-from .motion import blinks, head_motion, mouth_curves
+from .motion import blinks, head_motion, mouth_width, speech_curves
 from .render import kps_from_68, render_frame
 from .speech import SENTENCES, VOICES, speak, voice_slug
 
@@ -173,11 +173,12 @@ def generate_clip(spec: ClipSpec, out_dir, size: int = 128, fps: float = 25.0) -
 
     wave = speak(text, spec.voice, spec.rate, spec.pitch)
     n_frames = frame_count(wave.duration, fps)
-    aperture, width = mouth_curves(wave, fps, n_frames)
+    aperture, brightness = speech_curves(wave, fps, n_frames)
+    width = mouth_width(aperture, brightness)
     rng = np.random.default_rng([spec.identity_seed, spec.sentence_index,
                                  zlib.crc32(spec.voice.encode()), spec.rate, spec.pitch])
     eye_open = blinks(rng, n_frames, fps)
-    pose = head_motion(rng, n_frames, fps, activity=aperture)
+    pose = head_motion(rng, n_frames, fps, activity=aperture, brightness=brightness)
 
     landmarks = np.zeros((n_frames, 68, 2), np.float32)
     video = out_dir / f"{name}.mp4"

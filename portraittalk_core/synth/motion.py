@@ -1,4 +1,5 @@
-"""How the face moves, per video frame: mouth from the audio, blinks and head motion from a seed.
+"""How the face moves, per video frame: mouth and most of the head's motion from the audio, blinks and a small
+random wander of the head from a seed.
 
 Frame ``i`` covers the audio ``[i / fps, (i + 1) / fps)``, as everywhere in the project
 (``audio.py``), so the mouth of frame ``i`` is driven by exactly the sound played during it.
@@ -42,11 +43,18 @@ def frame_rms(wave: Waveform, fps: float, n_frames: int) -> np.ndarray:
 
 def mouth_curves(wave: Waveform, fps: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(aperture, width), each (n_frames,) float32 in [0, 1]; see the module docstring."""
+    aperture, brightness = speech_curves(wave, fps, n_frames)
+    return aperture, mouth_width(aperture, brightness)
+
+
+def speech_curves(wave: Waveform, fps: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(aperture, brightness), each (n_frames,) float32: the mouth's opening (module docstring) and
+    ``s * tanh(z)``, how bright the spectrum is while speaking (-1 dark, 0 silent or neutral, 1 bright)."""
     frames = _frame_slices(wave, fps, n_frames)
     rms = np.sqrt(np.mean(frames**2, axis=1))
     ref = float(np.percentile(rms, _REF_PERCENTILE))
     if ref <= 1e-6:  # a silent clip: the mouth stays shut
-        return np.zeros(n_frames, np.float32), np.full(n_frames, 0.5, np.float32)
+        return np.zeros(n_frames, np.float32), np.zeros(n_frames, np.float32)
 
     level = np.log1p(_LOG_GAIN * rms / ref) / math.log1p(_LOG_GAIN)
     gate = math.log1p(_LOG_GAIN * _GATE) / math.log1p(_LOG_GAIN)
@@ -54,8 +62,11 @@ def mouth_curves(wave: Waveform, fps: float, n_frames: int) -> tuple[np.ndarray,
 
     z = _centroid_score(frames, wave.sample_rate, aperture > _SPEECH_APERTURE)
     speaking = np.minimum(1.0, aperture / _SPEECH_APERTURE)
-    width = np.clip(0.5 - 0.2 * aperture + 0.3 * speaking * np.tanh(z), 0.0, 1.0)
-    return aperture.astype(np.float32), width.astype(np.float32)
+    return aperture.astype(np.float32), (speaking * np.tanh(z)).astype(np.float32)
+
+
+def mouth_width(aperture: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    return np.clip(0.5 - 0.2 * aperture + 0.3 * brightness, 0.0, 1.0).astype(np.float32)
 
 
 def _frame_slices(wave: Waveform, fps: float, n_frames: int) -> np.ndarray:
@@ -115,17 +126,33 @@ def blinks(rng: np.random.Generator, n_frames: int, fps: float) -> np.ndarray:
 
 HEAD_SHIFT = 0.02  # typical |dx|, |dy| as a fraction of the frame
 HEAD_TILT = 3.0  # typical |tilt| in degrees
-HEAD_SMOOTH_SECONDS = 0.6  # the time scale of the wandering
+HEAD_SMOOTH_SECONDS = 0.6  # the time scale of the random wandering
+# The head follows the voice (as people's heads move with their prosody): it sinks while the speech is loud and
+# turns and tilts with how bright it sounds, each over this time scale (Gaussian sigma). This part is a function
+# of the audio alone, so a model can learn to predict it (models/head_pose.py); the random wander is kept small.
+SPEECH_SMOOTH_SECONDS = 0.25
+WANDER = 0.3  # the random wander's share of the typical amplitude
 
 
-def head_motion(rng: np.random.Generator, n_frames: int, fps: float,
-                activity: np.ndarray | None = None) -> np.ndarray:
+def head_motion(rng: np.random.Generator, n_frames: int, fps: float, activity: np.ndarray | None = None,
+                brightness: np.ndarray | None = None) -> np.ndarray:
     """(n_frames, 3) head pose per frame: (dx, dy) in fractions of the frame, tilt in degrees.
 
-    Gaussian-smoothed white noise, scaled so that its standard deviation is half the typical
-    amplitude whatever the clip's length (the filter's gain is divided out, not the sample's
-    std, which would blow short clips up). With ``activity`` (e.g. the mouth aperture) the head
-    moves up to 50% more while speaking, and nods down slightly on loud syllables.
+    pose = speech part + random wander, where, with e = slow(activity) and b = slow(brightness), slow = Gaussian
+    smoothing over SPEECH_SMOOTH_SECONDS (``activity`` the mouth aperture, ``brightness`` from speech_curves):
+
+        dx   = 4.0 * HEAD_SHIFT * b
+        dy   = 3.0 * HEAD_SHIFT * e + 0.4 * HEAD_SHIFT * activity5     (activity5: 5-frame mean; a small nod
+                                                                          with the stressed syllables)
+        tilt = 4.0 * HEAD_TILT * b
+
+    The gains make the speech part about as large as the wander was alone before it (standard deviation about
+    half the typical amplitude over espeak's sentences: b's is about 0.19, e's 0.2).
+
+    The wander is Gaussian-smoothed white noise, scaled so that its standard deviation is ``WANDER`` / 2 of the
+    typical amplitude whatever the clip's length (the filter's gain is divided out, not the sample's std, which
+    would blow short clips up). The noise is drawn whether or not there is speech, so the rng that follows is the
+    same either way.
     """
     sigma = HEAD_SMOOTH_SECONDS * fps
     radius = int(3 * sigma) + 1
@@ -133,11 +160,22 @@ def head_motion(rng: np.random.Generator, n_frames: int, fps: float,
     kernel /= np.sqrt(np.sum(kernel**2))  # unit-variance output for unit-variance input
     noise = rng.standard_normal((n_frames + 2 * radius, 3))
     smooth = np.stack([np.convolve(noise[:, j], kernel, mode="valid") for j in range(3)], axis=1)
-    pose = smooth * (0.5 * np.array([HEAD_SHIFT, HEAD_SHIFT, HEAD_TILT]))
+    typical = np.array([HEAD_SHIFT, HEAD_SHIFT, HEAD_TILT])
+    pose = smooth * (0.5 * WANDER * typical)
     if activity is not None:
-        energy = np.convolve(np.pad(np.asarray(activity, np.float64), 2, mode="edge"),
-                             np.ones(5) / 5, mode="valid")
-        pose *= (1.0 + 0.5 * energy)[:, None]
-        pose[:, 1] += 0.004 * energy  # a small nod with the stressed syllables
-    limits = 1.5 * np.array([HEAD_SHIFT, HEAD_SHIFT, HEAD_TILT])
+        activity = np.asarray(activity, np.float64)
+        bright = np.zeros(n_frames) if brightness is None else np.asarray(brightness, np.float64)
+        e, b = _slow(activity, SPEECH_SMOOTH_SECONDS * fps), _slow(bright, SPEECH_SMOOTH_SECONDS * fps)
+        syllables = np.convolve(np.pad(activity, 2, mode="edge"), np.ones(5) / 5, mode="valid")
+        pose[:, 0] += 4.0 * HEAD_SHIFT * b
+        pose[:, 1] += 3.0 * HEAD_SHIFT * e + 0.4 * HEAD_SHIFT * syllables
+        pose[:, 2] += 4.0 * HEAD_TILT * b
+    limits = 1.5 * typical
     return np.clip(pose, -limits, limits).astype(np.float32)
+
+
+def _slow(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing over ``sigma`` frames, the ends held."""
+    radius = int(3 * sigma) + 1
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return np.convolve(np.pad(x, radius, mode="edge"), kernel / kernel.sum(), mode="valid")

@@ -1,7 +1,8 @@
 """Training samples from prepared shards (see prepare.py).
 
 Stage 1 takes single frames with a reference frame of the same clip; stage 2 takes clips of consecutive
-frames with their audio windows and the clip's structure maps. Which frames a sample takes is drawn from
+frames with their audio windows and the clip's structure maps; stage motion takes clips with the head's movement
+since their first frame (``head_motion``, from the landmarks). Which frames a sample takes is drawn from
 ``(seed, epoch, index)``, so a run is reproducible and a resumed run sees the same samples.
 
 The single-frame stages (base, 1) can also take stills of many more people (``StillsDataset``, made by
@@ -20,6 +21,7 @@ import torch
 from ..audio import frame_windows
 from ..conditioning import mouth_boxes, structure_maps
 from ..errors import InputError
+from ..head_motion import motion_from_landmarks
 
 
 @dataclass
@@ -67,7 +69,8 @@ def cached_tensors(file: Path | None, tag: dict[str, str], make) -> dict[str, to
 
 
 class ShardDataset(torch.utils.data.Dataset):
-    def __init__(self, folder, frames: int = 1, audio_window: int = 2, seed: int = 0):
+    def __init__(self, folder, frames: int = 1, audio_window: int = 2, seed: int = 0, head_motion: bool = False):
+        self.head_motion = head_motion
         self.paths = sorted(Path(folder).glob("*.npz"))
         if not self.paths:
             raise InputError(f"no prepared shards (*.npz) in '{folder}'",
@@ -123,6 +126,10 @@ class ShardDataset(torch.utils.data.Dataset):
         if self.latents is not None:
             sample["latents"] = self.latents[index][start:start + length]
             sample["reference_latent"] = self.latents[index][reference]
+        if self.head_motion:   # (F, 2, 3): as models/head_pose.py measures movement, in crops of side 1
+            movement = motion_from_landmarks(landmarks[start:start + length], regions)
+            movement[:, :, 2] /= size
+            sample["head_motion"] = torch.from_numpy(movement)
         if "embedding" in shard.arrays:
             sample["embedding"] = torch.from_numpy(shard.arrays["embedding"])
         return sample

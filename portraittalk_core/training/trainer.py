@@ -1,4 +1,4 @@
-"""``portraittalk train --stage vae|decoder|text|base|1|2``: one script for one CPU, one GPU or many GPUs
+"""``portraittalk train --stage vae|decoder|text|base|1|2|motion``: one script for one CPU, one GPU or many GPUs
 (accelerate launch).
 
 - Stages vae and base train a small backbone from scratch, for models that bring their own (the embedded
@@ -27,6 +27,10 @@
   motion frames of some clips are given clean (and left out of the loss) so clips learn to continue. The
   mouth (from the landmarks) weighs ``mouth_weight`` times the rest in the loss: it is a few percent of
   the frame but all of the lip sync.
+- Stage motion trains the head's movement from the speech (models/head_pose.py) alone, everything else frozen:
+  clips of ``frames`` frames, the mean squared error between the predicted and the true movement since the clip's
+  first frame (2x3 affines in crops of side 1; the truth fitted to the landmarks that move with the skull, as a
+  driving video's motion is, head_motion.py). It starts from stage 2's output (``--init``) and saves all of it.
 
 The learning rate warms up linearly over ``warmup_steps`` and then follows ``lr_schedule`` (constant or
 cosine decay to 0), a pure function of the step, so a resumed run continues on the same curve.
@@ -54,7 +58,7 @@ from diffusers.training_utils import EMAModel
 from ..backbone import Backbone, load_backbone, random_backbone, save_backbone
 from ..config import PortraitTalkConfig, preset
 from ..errors import InputError
-from ..models import AttentionContext, PortraitTalkModel
+from ..models import AttentionContext, PortraitTalkModel, movement_since_first
 from ..weights import load_model, read_metadata, save_model
 from .contrastive import contrastive_loss, contrastive_pair
 from .data import MixedDataset, ShardDataset, StillsDataset, collate
@@ -64,16 +68,16 @@ from .masks import latent_mask, random_masks
 
 @dataclass
 class TrainSettings:
-    stage: int | str                    # "vae", "decoder", "text", "base", 1 or 2
+    stage: int | str                    # "vae", "decoder", "text", "base", 1, 2 or "motion"
     data: str
     out: str
     config: str = "tiny"
-    init: str | None = None             # weights to start from (stage 2: stage 1's output)
+    init: str | None = None             # weights to start from (stage 2: stage 1's output; motion: stage 2's)
     backbone: str | None = None         # backbone file or folder; none: a random one of the config's shapes
     steps: int = 1000
     batch_size: int = 4
     learning_rate: float = 1e-4
-    frames: int = 8                     # stage 2 clip length
+    frames: int = 8                     # stage 2 and motion clip length
     motion_frames: int = 2
     seed: int = 0
     mixed_precision: str = "no"         # no | fp16 | bf16
@@ -159,8 +163,13 @@ def trainable_parameters(model: PortraitTalkModel, backbone: Backbone, stage,
     elif stage == 2:
         model.animate_net.freeze_base()   # added modules only
         model.audio_projection.requires_grad_(True)
+    elif stage == "motion":
+        if model.head_motion is None:
+            raise InputError(f"config '{model.config.name}' has no head-motion module (head_motion_channels is 0)",
+                             "train stage motion on weights (--init) or a --config that has one (the demo config has)")
+        model.head_motion.requires_grad_(True)
     else:
-        raise InputError(f"unknown stage {stage}", "use --stage vae, decoder, text, base, 1 or 2")
+        raise InputError(f"unknown stage {stage}", "use --stage vae, decoder, text, base, 1, 2 or motion")
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -195,8 +204,9 @@ class Trainer:
             for unet in (self.model.identity_net.unet, self.model.animate_net.unet):
                 unet.enable_gradient_checkpointing()
         self.noise = DDPMScheduler.from_config(self.backbone.schedule)
-        self.dataset = ShardDataset(settings.data, frames=settings.frames if settings.stage == 2 else 1,
-                                    audio_window=self.config.audio_window, seed=settings.seed)
+        self.dataset = ShardDataset(settings.data, frames=settings.frames if settings.stage in (2, "motion") else 1,
+                                    audio_window=self.config.audio_window, seed=settings.seed,
+                                    head_motion=settings.stage == "motion")
         if settings.stills and settings.stage in STILLS_STAGES:
             if settings.stage == 1 and self.model.face_encoder is None:
                 raise InputError("stills carry no ArcFace embeddings, which this config's stage 1 needs",
@@ -341,13 +351,18 @@ class Trainer:
         error = ((prediction.float() - noise) ** 2).mean(1, keepdim=True)
         return (error * weight).sum() / weight.sum()
 
+    def motion_loss(self, batch: dict) -> torch.Tensor:
+        features = batch["audio"][:, :, self.config.audio_window].to(self.device)   # each frame's own features
+        predicted = movement_since_first(self.net.head_motion(features))
+        return F.mse_loss(predicted.float(), batch["head_motion"].to(self.device))
+
     # -- loop, checkpoints -----------------------------------------------------------------------
     def train(self) -> Path:
         self.resume()
         log = (self.out / "log.jsonl").open("a")
         loss_fn = {"vae": self.vae_loss, "decoder": self.decoder_loss, "text": self.text_loss,
                    "base": self.base_loss, 1: self.stage1_loss,
-                   2: self.stage2_loss}[self.s.stage]
+                   2: self.stage2_loss, "motion": self.motion_loss}[self.s.stage]
         per_epoch = max(1, len(self.loader))
         epoch, skip = divmod(self.step, per_epoch)   # a resumed run continues mid-epoch where it stopped
         while self.step < self.s.steps:
