@@ -418,7 +418,8 @@ def spread_over_identities(clips: list[Path]) -> list[Path]:
 def _sampling(settings: EvalSettings) -> dict:
     return dict(steps=settings.steps, sampler=settings.sampler, denoise=settings.denoise, region=settings.region,
                 paste_photo=settings.paste_photo, seed=settings.seed,
-                head_motion_from_speech=settings.head_motion_from_speech, text_scale=settings.text_scale, identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
+                head_motion_from_speech=settings.head_motion_from_speech, text_scale=settings.text_scale,
+                identity_scale=settings.identity_scale, audio_scale=settings.audio_scale)
 
 
 def _speech(shard: Shard, seconds: float | None) -> tuple[np.ndarray, int]:
