@@ -3,7 +3,7 @@ PortraitTalk Sampler."""
 
 from comfy_api.latest import io
 
-from portraittalk_core.head_motion import motion_from_speech
+from portraittalk_core.head_motion import SPEECH_SMOOTHING_S, motion_from_speech
 
 from .head_motion import MEASURE_RESOLUTION
 from .types import AudioFeatures, HeadMotion, PortraitTalk
@@ -24,12 +24,17 @@ class HeadMotionFromSpeech(io.ComfyNode):
                                                            "module (otherwise the node says so)."),
                 AudioFeatures.Input("audio_features", tooltip="From PortraitTalk Audio Encode: the speech to "
                                                               "follow, at the video's frame rate."),
+                # Optional, so that graphs saved before it existed still run (with the default).
+                io.Float.Input("smoothing", default=SPEECH_SMOOTHING_S, min=0.0, max=0.5, step=0.01, optional=True,
+                               tooltip="Seconds (Gaussian sigma) over which the predicted movement is smoothed: it "
+                                       "takes out a frame-to-frame tremble. 0 keeps the prediction as it is; "
+                                       "larger values make the head sway more slowly."),
             ],
             outputs=[HeadMotion.Output(display_name="head_motion",
                                        tooltip="For PortraitTalk Sampler's head_motion input.")],
         )
 
     @classmethod
-    def execute(cls, portraittalk, audio_features) -> io.NodeOutput:
+    def execute(cls, portraittalk, audio_features, smoothing=SPEECH_SMOOTHING_S) -> io.NodeOutput:
         return io.NodeOutput(motion_from_speech(portraittalk.model, audio_features.frames, audio_features.fps,
-                                                MEASURE_RESOLUTION))
+                                                MEASURE_RESOLUTION, smoothing))

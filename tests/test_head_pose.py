@@ -67,6 +67,37 @@ def test_motion_from_speech_is_in_the_crops_pixels_and_a_model_without_the_modul
     assert np.abs(small.transforms[1:, :, 2]).max() > 0.01                 # it moves
 
 
+def test_motion_from_speech_is_smoothed_over_time_and_the_first_frame_stays_the_photo(tiny_pipe):
+    model = tiny_pipe.model
+    config = model.config
+    windows = torch.randn(40, 2 * config.audio_window + 1, config.audio_layers, config.audio_dim)
+    net = SpeechHeadMotion(config.audio_layers, config.audio_dim, 8).eval()
+    torch.nn.init.normal_(net.proj_out.weight, std=0.05)
+    model.head_motion = net
+    try:
+        raw = motion_from_speech(model, windows, 25.0, 64, smoothing=0).transforms
+        smooth = motion_from_speech(model, windows, 25.0, 64).transforms          # the default smoothing
+        slower = motion_from_speech(model, windows, 25.0, 64, smoothing=0.2).transforms
+        with torch.inference_mode():
+            offsets = net(windows[:, config.audio_window][None])
+        with pytest.raises(InputError, match="smoothing must be 0 or more") as err:
+            motion_from_speech(model, windows, 25.0, 64, smoothing=-0.1)
+        assert "pass 0" in err.value.fix
+    finally:
+        model.head_motion = None
+    expected = movement_since_first(offsets.float())[0].numpy()
+    expected[:, :, 2] *= 64
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-5)           # 0: as the module predicts
+    for transforms in (smooth, slower):
+        np.testing.assert_allclose(transforms[0], np.eye(2, 3), atol=1e-6)    # the first frame is the photo
+
+    def tremble(transforms):                                                  # frame-to-frame acceleration
+        return np.abs(np.diff(transforms, 2, axis=0)).mean()
+
+    assert tremble(raw) > 1.5 * tremble(smooth) > 1.5 * 1.5 * tremble(slower)
+    assert np.abs(smooth[1:] - np.eye(2, 3)).max() > 0.01                     # smoothed, not stopped
+
+
 def test_generation_moves_the_photo_as_the_speech_says_unless_told_not_to(tiny_pipe, reference_path):
     from portraittalk_core.pipeline import GenerationSettings, kept_outside_mouth, paste_weights
 

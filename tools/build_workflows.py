@@ -18,6 +18,7 @@ from comfy_workflow import api_to_ui  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from portraittalk_core.config import preset  # noqa: E402
+from portraittalk_core.head_motion import SPEECH_SMOOTHING_S  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a portrait photo of a person talking, natural light, sharp focus"
@@ -120,7 +121,8 @@ def demo() -> dict:
                                                                   "fps": 25.0}},
         # The demo model predicts the head's movement from the speech, as `portraittalk demo` uses it.
         "11": {"class_type": "PortraitTalkHeadMotionFromSpeech", "inputs": {"portraittalk": ["1", 0],
-                                                                            "audio_features": ["8", 0]}},
+                                                                            "audio_features": ["8", 0],
+                                                                            "smoothing": SPEECH_SMOOTHING_S}},
         "9": sampler(model=["2", 0], vae=["2", 1], positive=["3", 0], negative=["4", 0], portraittalk=["1", 0],
                      head_motion=["11", 0], steps=25, sampler_name="ddim", audio_scale=preset("demo").audio_scale),
         "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
