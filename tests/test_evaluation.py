@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from portraittalk_core.evaluation import adfd, flicker, landmark_distance, lip_sync_correlation, psnr, ssim
-from portraittalk_core.evaluation.adfd import envelope
+from portraittalk_core.evaluation.adfd import STILL, envelope, mouth_opening
 
 RATE, FPS, SECONDS = 16_000, 25.0, 6.0
 N = int(SECONDS * FPS)
@@ -110,6 +110,24 @@ def test_a_still_float32_mouth_does_not_score_as_moving(clip):
     still = np.repeat(face(env)[:1], N, 0).astype(np.float32)
     result = adfd(still, REGIONS, samples, RATE, FPS)
     assert result.spatial == 0 and result.temporal == 0 and result.score == pytest.approx(0.5)
+
+
+def test_a_still_mouth_read_with_rounding_wobble_is_still(clip):
+    """A regressor reading one frame many times may differ in the last bits from row to row; that wobble must
+    not correlate with the speech (it once gave a still face lip sync 0.026 and ADFD 0.513)."""
+    samples, env = clip
+    still = np.repeat(face(env)[:1], N, 0)
+    wobbling = still + np.random.default_rng(3).normal(0, 1e-6, still.shape)     # ~1e-8 inter-ocular units
+    wobble = mouth_opening(wobbling, REGIONS)
+    assert 0 < wobble.std() < STILL
+    truth = mouth_opening(face(env), REGIONS)
+    assert abs(np.corrcoef(wobble, truth)[0, 1]) > 0                            # plain correlation reads noise
+    assert lip_sync_correlation(wobble, truth) == 0.0
+    result = adfd(wobbling, REGIONS, samples, RATE, FPS, ground_truth_opening=truth)
+    assert result.temporal == 0 and result.spatial == 0 and result.activity < 1e-12
+    assert result.score == pytest.approx(0.5, abs=1e-3)
+    moving = mouth_opening(face(env), REGIONS)
+    assert lip_sync_correlation(moving, truth) == pytest.approx(1.0)             # a moving mouth still counts
 
 
 def test_background_colour_and_recoloured_prompt():

@@ -32,7 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 EPS = 1e-8
-STILL = 1e-6  # a mouth opening (inter-ocular units) that varies less than this is not moving
+# A mouth opening (inter-ocular units) that varies less than this is not moving. A network reading the same frame
+# many times in one batch may differ in the last bits from row to row (seen: 3e-8 with two threads, 0 with one),
+# and those bits would otherwise correlate with the speech by chance.
+STILL = 1e-6
 MAX_LAG = 2
 JITTER_SCALE = 0.01
 TALKING_OPENING_STD = 0.05
@@ -69,6 +72,11 @@ def mouth_opening(landmarks: np.ndarray, regions: dict) -> np.ndarray:
     """Vertical extent of the mouth points over the face scale, per frame: (F,)."""
     mouth = np.asarray(landmarks, np.float64)[:, np.asarray(regions["mouth"])]
     return (mouth[..., 1].max(1) - mouth[..., 1].min(1)) / face_scale(landmarks, regions)
+
+
+def held_still(opening: np.ndarray) -> np.ndarray:
+    """The opening as it is, or its mean on every frame when it varies by less than ``STILL`` (rounding)."""
+    return np.full_like(opening, opening.mean()) if opening.std() < STILL else opening
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,7 +123,7 @@ def adfd(landmarks: np.ndarray, regions: dict, samples: np.ndarray, sample_rate:
          ground_truth_opening: np.ndarray | None = None) -> ADFD:
     """ADFD of one clip; see the module text for the formula."""
     env = envelope(samples, sample_rate, fps, len(landmarks))
-    opening = mouth_opening(landmarks, regions)
+    opening = held_still(mouth_opening(landmarks, regions))
     temporal = temporal_score(opening, env)
     spatial = spatial_score(opening, env, ground_truth_opening)
     stability = stability_score(landmarks, regions)

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .adfd import STILL
+
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - size // 2
@@ -50,8 +52,11 @@ def flicker(frames: np.ndarray) -> float:
 
 
 def lip_sync_correlation(aperture: np.ndarray, ground_truth: np.ndarray) -> float:
-    """Pearson correlation of the generated mouth aperture with the ground-truth aperture, per frame."""
+    """Pearson correlation of the generated mouth aperture with the ground-truth aperture (inter-ocular units), per
+    frame; 0 for a mouth that does not move beyond rounding (adfd.STILL)."""
     a, b = np.asarray(aperture, np.float64), np.asarray(ground_truth, np.float64)
+    if a.std() < STILL:
+        return 0.0
     a, b = a - a.mean(), b - b.mean()
     d = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / d) if d > 0 else 0.0
