@@ -424,6 +424,10 @@ class PortraitTalkPipeline:
                 frames.weights = np.stack([paste_weights(keep, vae_scale) for keep in keeps])
         return frames
 
+    def moves_head_from_speech(self, settings: GenerationSettings) -> bool:
+        """Whether, without a driving video, the photo's head moves as the model predicts from the speech."""
+        return settings.head_motion_from_speech and self.model.head_motion is not None
+
     def head_motion(self, source, fps: float, n_frames: int, resolution: int) -> np.ndarray:
         """(n_frames, 2, 3) transforms of the photo from ``source``: a driving video's path or a ``HeadMotion``
         (head_motion.py), or transforms in the pixels of the ``resolution`` crop, retimed (played back and forth)
@@ -541,7 +545,7 @@ class PortraitTalkPipeline:
         with timer("face"):
             refs = self.prepare_references(list(references), resolution, reference_labels)
             motion = None if head_motion is None else self.head_motion(head_motion, fps, n_frames, resolution)
-            if motion is None and settings.head_motion_from_speech and self.model.head_motion is not None:
+            if motion is None and self.moves_head_from_speech(settings):
                 motion = motion_from_speech(self.model, features.frames, fps, resolution).transforms
         with timer("reference"):
             text, negative = self.encode_prompts(settings.prompt, settings.negative_prompt)

@@ -218,6 +218,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
                                    prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
                       pipeline=pipeline, progress=lambda *_: None)
     assert report["clips"] == 1 and report["prompt_clips"] == 1
+    assert report["head_motion"] == "speech"                          # the demo config predicts it
     assert report["ordering_holds"] == "1/1"
     for name in ("lip_sync", "identity_ssim", "flicker", "adfd", "lmd", "ceiling_lip_sync", "still_identity_ssim",
                  "posed_still_identity_ssim"):
@@ -256,6 +257,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert len(given) == 1 and given[0].shape == (15, 2, 3)        # 0.6 s at 25 fps
     assert not np.allclose(given[0], given[0][:1])                  # the synthetic head moves
     assert "following the ground truth's head motion" in format_report(moving)
+    assert moving["head_motion"] == "ground truth"
     assert "prompt colour found               not run" in format_report(moving)
 
 

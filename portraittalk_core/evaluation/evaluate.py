@@ -396,7 +396,7 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
     report = summarise(per_clip, baselines, prompts, palette)
     report["split"], report["settings"] = settings.split, asdict(settings)
     report["head_motion"] = ("ground truth" if settings.head_motion else "speech"
-                             if settings.head_motion_from_speech and pipeline.model.head_motion is not None else "still")
+                             if pipeline.moves_head_from_speech(GenerationSettings(**_sampling(settings))) else "still")
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
                                                "prompt_palette": palette,
                                                "baselines": baselines,
