@@ -35,3 +35,8 @@ class WeightsError(PortraitTalkError):
 
 class Cancelled(PortraitTalkError):
     """The user stopped a generation; no partial output file is left behind."""
+
+
+class PortraitTalkWarning(UserWarning):
+    """Something the user should know about an input that still works (a second face, a photo far from what the
+    model knows). The command line prints it as one ``warning: ...`` line; the nodes log it."""
