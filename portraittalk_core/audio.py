@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import os
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def check_long_enough(wave: Waveform, fps: float) -> None:
         raise AudioError(
             f"audio is {wave.duration * 1000:.1f} ms long, shorter than one frame at {fps:g} fps "
             f"({1000 / fps:.1f} ms)",
-            "use a longer recording (speech of a second or more)",
+            f"use a recording at least {1 / fps:.2f} s long (one frame at {fps:g} fps), or a higher fps",
         )
 
 
@@ -258,6 +259,9 @@ def _decode_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
             f"{path} has an audio stream but no samples in it", "use a recording that contains sound"
         )
     decoded = n_samples / rate
+    # ffmpeg reckons a WAV's duration from the file's size, so a cut-off WAV looks whole to it; the header's
+    # data size still says how long the recording was.
+    declared = _wav_header_seconds(path) or declared
     if declared and declared - decoded > max(TRUNCATION_MIN_SECONDS, TRUNCATION_MIN_FRACTION * declared):
         raise AudioError(
             f"{path} looks truncated: its header says {declared:.2f} s "
@@ -265,6 +269,18 @@ def _decode_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
             "download or copy the file again; if it plays fine elsewhere, " + REEXPORT_FIX,
         )
     return np.concatenate(pieces), rate
+
+
+def _wav_header_seconds(path: Path) -> float | None:
+    """The length a WAV file's header declares, or None for other files and WAV layouts ``wave`` cannot read."""
+    try:
+        with wave.open(str(path)) as header:
+            size = header.getnframes() * header.getsampwidth() * header.getnchannels()
+            if size >= 0xFFFFFF00:  # a streamed WAV's placeholder size: it declares nothing
+                return None
+            return header.getnframes() / header.getframerate()
+    except (wave.Error, EOFError, OSError, ZeroDivisionError):
+        return None
 
 
 def _declared_seconds(stream) -> float | None:

@@ -49,6 +49,12 @@ def _cuda() -> bool:
         return False
 
 
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> None:
     shipped = "" if inputs_required else " (default: the shipped one)"
     p.add_argument("--ref", action="append", required=inputs_required, type=Path,
@@ -178,53 +184,84 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=1, help="parallel processes for synth and prepare")
 
-    bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff")
-    bench.add_argument("--config", default="tiny", choices=("tiny", "sd15"))
-    bench.add_argument("--resolution", type=int, default=None)
-    bench.add_argument("--frames", type=int, default=16)
-    bench.add_argument("--steps", type=int, default=4)
-    bench.add_argument("--sampler", default="ddim")
-    bench.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    bench.add_argument("--dtype", default="float32", choices=DTYPES)
+    bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff",
+                           description="Speed and peak memory of one generation, stage by stage, and of the same UNet "
+                                       "in diffusers' AnimateDiffPipeline. Weights are random: speed does not "
+                                       "depend on them.")
+    bench.add_argument("--config", default="tiny", choices=("tiny", "demo", "sd15"),
+                       help="model size: tiny (tests), demo (the embedded demo model's), sd15 (Stable Diffusion 1.5)")
+    bench.add_argument("--resolution", type=int, default=None,
+                       help="frame size in pixels (default: the config's: 64 for tiny and demo, 512 for sd15)")
+    bench.add_argument("--frames", type=int, default=16, help="video frames generated (one clip)")
+    bench.add_argument("--steps", type=int, default=4, help="denoising steps")
+    bench.add_argument("--sampler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc")
+    bench.add_argument("--device", default="cuda" if _cuda() else "cpu",
+                       help="cpu, cuda, cuda:1, ... (default: cuda where a GPU is available)")
+    bench.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and activations dtype")
     bench.add_argument("--no-baseline", action="store_true", help="skip the AnimateDiffPipeline comparison")
     bench.add_argument("--json", type=Path, help="also write the report as JSON here")
     return parser
 
 
-def _pipeline(args):
-    import torch
-
+def _model_config(args):
+    """The config of the model the run will load, read from the weights file's metadata (cheap), so that every
+    argument is checked against it before anything slow loads."""
+    from .config import preset
     from .errors import InputError
+    from .weights import read_config
+
+    if args.random_weights:
+        return preset(args.config)
+    if args.weights is not None:
+        return read_config(args.weights)
+    if args.backbone is not None:
+        raise InputError("--backbone was given without --weights", "pass the PortraitTalk weights with --weights")
+    from .assets import DEMO_WEIGHTS
     from .pipeline import PortraitTalkPipeline
 
-    dtype = getattr(torch, args.dtype)
+    if not DEMO_WEIGHTS.exists():
+        PortraitTalkPipeline.demo()  # raises the error that names the missing file and the fix
+    return read_config(DEMO_WEIGHTS)
+
+
+def _pipeline(args, device, dtype):
+    from .pipeline import PortraitTalkPipeline
+
     if args.random_weights:
         print(f"portraittalk: RANDOM WEIGHTS ({args.config} config): this checks the machinery; "
               "the video will be noise, not a face.", file=sys.stderr)
-        return PortraitTalkPipeline.random(args.config, device=args.device, dtype=dtype,
+        return PortraitTalkPipeline.random(args.config, device=device, dtype=dtype,
                                            insightface_root=args.insightface, wav2vec2_folder=args.wav2vec2)
     if args.weights is None:
-        if args.backbone is not None:
-            raise InputError("--backbone was given without --weights", "pass the PortraitTalk weights with --weights")
         print("portraittalk: no --weights given, using the embedded demo model (trained on procedural faces)",
               file=sys.stderr)
-        return PortraitTalkPipeline.demo(device=args.device, dtype=dtype)
+        return PortraitTalkPipeline.demo(device=device, dtype=dtype)
     return PortraitTalkPipeline.from_pretrained(args.weights, args.backbone, args.tokenizer, args.insightface,
-                                                args.wav2vec2, device=args.device, dtype=dtype)
+                                                args.wav2vec2, device=device, dtype=dtype)
 
 
 def main_generate(args) -> int:
+    from .checks import (check_device, check_dtype, check_generation_settings, check_input_file,
+                         check_output_video)
     from .pipeline import GenerationSettings
 
     settings = GenerationSettings(
         prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
         denoise=args.denoise, region=args.region, paste_photo=args.paste_photo, restyle=args.restyle,
-        restyle_scale=args.restyle_scale, text_scale=args.text_scale, identity_scale=args.identity_scale, audio_scale=args.audio_scale, identity_strength=args.identity_strength,
+        restyle_scale=args.restyle_scale, text_scale=args.text_scale, identity_scale=args.identity_scale,
+        audio_scale=args.audio_scale, identity_strength=args.identity_strength,
         audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed,
         head_motion_from_speech=args.speech_head_motion)
-    pipe = _pipeline(args)
-    result = pipe(args.ref, args.audio, args.out, settings, reference_labels=[str(p) for p in args.ref],
-                  head_motion=args.head_motion)
+    # Everything is checked before the model and the face detector load (seconds), so a typo costs nothing.
+    device = check_device(args.device)
+    dtype = check_dtype(args.dtype, device)
+    check_generation_settings(settings, _model_config(args))
+    refs = [check_input_file(path, "reference photo") for path in args.ref]
+    audio = check_input_file(args.audio, "audio file")
+    head_motion = None if args.head_motion is None else check_input_file(args.head_motion, "head-motion video")
+    out = check_output_video(args.out, [*refs, audio, head_motion])
+    pipe = _pipeline(args, device, dtype)
+    result = pipe(refs, audio, out, settings, reference_labels=[str(p) for p in args.ref], head_motion=head_motion)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"wrote {result.path}: {result.frames} frames at {result.fps:g} fps, "
           f"{result.duration:.2f} s of audio ({stages})")
@@ -258,8 +295,13 @@ def main_train(args) -> int:
     try:
         from .training.trainer import Trainer, TrainSettings
     except ImportError as err:
+        if (err.name or "").startswith("portraittalk_core"):  # the registry's node archive leaves training out
+            raise InputError("training is not part of this install (the ComfyUI node archive leaves it out)",
+                             "git clone https://github.com/portraittalk/comfyui-portraittalk and run bash setup.sh "
+                             "in it") from err
         raise InputError(f"training needs a package that is not installed ({err.name})",
-                         'pip install "comfyui-portraittalk[train]" (setup.sh installs it)') from err
+                         "pip install accelerate" if err.name == "accelerate" else
+                         'pip install -e ".[train]" in the repository (bash setup.sh does it)') from err
 
     values = {}
     if str(args.config).endswith(".json"):
@@ -281,11 +323,57 @@ def main_train(args) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one ``warning: ...`` line (above a progress bar, not glued to it); other libraries'
+    warnings are theirs to fix, not the user's, and stay out of the way of our own lines."""
+    from tqdm.auto import tqdm
+
+    from .errors import PortraitTalkWarning
+
+    if issubclass(category, PortraitTalkWarning) or _PACKAGE in Path(filename).resolve().parents:
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+    elif os.environ.get("PORTRAITTALK_VERBOSE"):
+        tqdm.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), file=sys.stderr)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _native_stderr_to_null() -> None:
+    """Native libraries (mediapipe's TFLite and absl) log to file descriptor 2 from their own threads, so their
+    lines can land after our last ``error:`` line. Point descriptor 2 at /dev/null and keep Python's own stderr
+    on the real one. Only for the command itself: an embedding program (tests, ComfyUI) keeps its stderr.
+    PORTRAITTALK_VERBOSE=1 keeps the native logs."""
+    if os.environ.get("PORTRAITTALK_VERBOSE"):
+        return
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    except (OSError, ValueError, AttributeError):  # no descriptor 2 (a GUI host): nothing to silence
+        pass
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        _native_stderr_to_null()
     args = build_parser().parse_args(argv)
+    if not _torch_installed():  # never a dependency: ComfyUI brings its own build, setup.sh installs one
+        print("error: PyTorch is not installed. Fix: pip install torch (or bash setup.sh in the repository)",
+              file=sys.stderr)
+        return 2
     _quiet_libraries()
-    warnings.simplefilter("default")
     logging.basicConfig(level=logging.WARNING, format="portraittalk: %(message)s")
+    with warnings.catch_warnings():  # restores the caller's warning handling when an embedding program calls us
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args) -> int:
     from .errors import Cancelled, PortraitTalkError
 
     try:

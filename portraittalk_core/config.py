@@ -83,7 +83,18 @@ class PortraitTalkConfig:
         if data.get("version", 0) > CONFIG_VERSION:
             raise WeightsError(f"the weights file has config version {data['version']}, newer than this "
                                f"portraittalk understands ({CONFIG_VERSION})", "update portraittalk")
-        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict):
+            raise WeightsError(f"the model config stored in the weights file is a JSON {type(data).__name__}, "
+                               "not an object", "re-save the weights with this version of portraittalk")
+        fields = dataclasses.fields(cls)
+        required = [f.name for f in fields
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise WeightsError(f"the model config stored in the weights file lacks {', '.join(missing)}",
+                               "re-save the weights with this version of portraittalk (train or save_model), "
+                               "or use the file as it was released")
+        known = {f.name for f in fields}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def replace(self, **changes) -> "PortraitTalkConfig":

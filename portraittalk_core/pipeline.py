@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import audio as audio_io
 from . import face as face_io
 from .backbone import Backbone, load_backbone, random_backbone
+from .checks import check_generation_settings, check_output_video
 from .clips import Clip, plan_clips
 from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_boxes, prepare_audio,
                            faces_structure, prepare_references)
@@ -520,20 +521,12 @@ class PortraitTalkPipeline:
         with ``settings.head_motion_from_speech`` False or a model without that module, the photo where it is."""
         settings = settings or GenerationSettings()
         config = self.config
-        fps = float(settings.fps or config.fps)
-        resolution = int(settings.resolution or config.resolution)
-        if resolution % (config.vae_scale * 8) != 0:
-            step = config.vae_scale * 8
-            raise InputError(f"resolution {resolution} is not a multiple of {step}",
-                             f"use a resolution divisible by {step}, e.g. {max(step, round(resolution / step) * step)}")
-        if settings.steps < 1:
-            raise InputError(f"steps must be at least 1 (got {settings.steps})", "pass --steps 1 or more")
+        check_generation_settings(settings, config)
+        if out is not None:
+            out = check_output_video(out, [p for p in (*references, audio, head_motion) if _is_path(p)])
+        fps = float(config.fps if settings.fps is None else settings.fps)
+        resolution = int(config.resolution if settings.resolution is None else settings.resolution)
         region = settings.region or config.region
-        if region not in ("face", "mouth"):
-            raise InputError(f"unknown region '{region}'", "use face (the whole frame) or mouth (lip sync only)")
-        if not 0.0 < settings.denoise <= 1.0:
-            raise InputError(f"denoise must be in (0, 1] (got {settings.denoise})",
-                             "pass --denoise 1 to start from noise, or e.g. 0.7 to start from the photo")
         clip_frames = settings.clip_frames or config.clip_frames
         motion_frames = config.motion_frames if settings.motion_frames is None else settings.motion_frames
         timer = StageTimer(self.device)
@@ -578,8 +571,8 @@ class PortraitTalkPipeline:
                 on_progress(done, total_steps)
 
         motion_latents = None
-        writer = VideoWriter(out, fps, audio=wave) if out is not None else None
-        try:
+        try:  # the writer opens inside: an unwritable path closes the progress bar before the error prints
+            writer = VideoWriter(out, fps, audio=wave) if out is not None else None
             with writer if writer is not None else _nothing():
                 for clip in clips:
                     noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
@@ -617,6 +610,10 @@ def _timed_iter(iterator, timer: StageTimer, stage: str):
         if item is None:
             return
         yield item
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, (str, Path))
 
 
 @contextmanager

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: sample frame is under 21.4 ms, less than one video frame at up to 46 fps, even in players that
 #: ignore the mp4 edit list which trims it.
 _KEPT_AUDIO_RATES = (44100, 48000)
+# The container each extension names: the file is what its name says.
+VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 _DEFAULT_AUDIO_RATE = 48000
 #: How far (seconds) the audio is encoded ahead of the video written so far.
 _AUDIO_LEAD = 1.0
@@ -203,8 +205,8 @@ class VideoWriter:
     succeeds; on an exception inside the ``with`` block (including KeyboardInterrupt and
     errors.Cancelled) or abort(), the partial file is deleted, so no half-written video is ever
     left at the target path. An existing file at the target is replaced only by a complete video.
-    The container is always MP4, whatever the target's extension; the target's folder is created
-    if it is missing.
+    The container is the one the extension names (``VIDEO_FORMATS``: MP4, or QuickTime for .mov);
+    another extension is refused. The target's folder is created if it is missing.
 
     Video: frame i has pts i in a time base of 1/fps (fps may be fractional: 29.97 is stored as
     30000/1001). ``crf`` and ``preset`` are libx264's (18 is visually near-lossless; a lower-case
@@ -245,11 +247,15 @@ class VideoWriter:
             raise InputError(f"Audio bitrate {audio_bitrate!r} is not a positive integer",
                              fix="Use e.g. audio_bitrate=128_000")
         audio_in = _coerce_audio(audio)
+        self._format = VIDEO_FORMATS.get(self.path.suffix.lower())
+        if self._format is None:
+            raise InputError(f"Cannot write a video named '{self.path.name}': the extension must be one of "
+                             f"{', '.join(VIDEO_FORMATS)}", fix=f"Name it e.g. '{self.path.stem or 'out'}.mp4'")
         self._encoder = _h264_encoder()
 
         self._tmp = self._make_temp_file()
         try:
-            self._container = av.open(str(self._tmp), mode="w", format="mp4",
+            self._container = av.open(str(self._tmp), mode="w", format=self._format,
                                       options={"movflags": "+faststart"})
             vs = self._container.add_stream(self._encoder, rate=self.fps)
             vs.pix_fmt = "yuv420p"

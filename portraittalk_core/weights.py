@@ -48,6 +48,9 @@ def _open(path: Path):
     if not path.exists():
         raise WeightsError(f"PortraitTalk weights not found: looked for '{path.name}' in '{path.parent}'",
                            f"put the .safetensors file in '{path.parent}' or pass its path")
+    if path.is_dir():
+        raise WeightsError(f"'{path}' is a folder, not a weights file",
+                           "pass the path of the .safetensors file inside it")
     if path.suffix.lower() != ".safetensors":
         raise WeightsError(f"'{path}' is not a .safetensors file; PortraitTalk never loads pickled weights",
                            "use the .safetensors release of the weights")
@@ -69,7 +72,10 @@ def read_config(path) -> PortraitTalkConfig:
     if meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"'{path}' is a safetensors file but not PortraitTalk weights (no portraittalk "
                            "config in its metadata)", "pass a file saved by portraittalk (train or save_model)")
-    return PortraitTalkConfig.from_json(meta["config"])
+    try:
+        return PortraitTalkConfig.from_json(meta["config"])
+    except WeightsError as err:  # name the file: the config's own message cannot
+        raise WeightsError(f"'{path}': {err.problem}", err.fix) from err
 
 
 def read_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:

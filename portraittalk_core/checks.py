@@ -1,0 +1,184 @@
+"""Checks of a generation's arguments and paths, made before any model loads.
+
+The command line, the Python API and the ComfyUI nodes all call these, so a bad number, device or
+path ends in the same one-line ``InputError`` (problem and fix) within a second, not after the
+model and the face detector have loaded, and never in a traceback or in silently wrong frames.
+
+The ranges are those of the ComfyUI node inputs: a user of either host meets the same limits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+from .schedulers import SCHEDULERS
+from .video import VIDEO_FORMATS
+
+GUIDANCE_RANGE = (0.0, 30.0)     # classifier-free guidance scales: text, identity, audio, restyle
+STRENGTH_RANGE = (0.0, 2.0)      # weights of the added attention paths and the temporal modules
+STEPS_RANGE = (1, 200)
+FPS_RANGE = (1.0, 120.0)
+# The aligned face crop is at least 64 px; above 2048 a frame's latents and the crop's warps need tens of GB.
+RESOLUTION_RANGE = (64, 2048)
+SEED_RANGE = (0, 2**64 - 1)      # torch.Generator's and ComfyUI's seed range
+CLIP_FRAMES_RANGE = (1, 64)
+
+VIDEO_EXTENSIONS = tuple(VIDEO_FORMATS)
+
+
+def check_number(name: str, value, low: float, high: float, integer: bool = False, default=None) -> None:
+    """``value`` is a finite number (an integer where ``integer``) in [low, high]; else an InputError naming
+    ``name`` (as the user typed it: a flag or an input) and a value that works."""
+    suggestion = default if default is not None else low
+    kind = "a whole number" if integer else "a number"
+    span = f"from {_shown(low)} to {_shown(high)}"
+    problem = f"{name} must be {kind} {span} (got {value!r})"
+    fix = f"pass {name} {span}, e.g. {_shown(suggestion)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(problem, fix)
+    if not math.isfinite(value) or not low <= value <= high or (integer and not float(value).is_integer()):
+        raise InputError(problem, fix)
+
+
+def _shown(number) -> str:
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
+def check_resolution(resolution: int, multiple: int, default: int, name: str = "resolution") -> None:
+    """A square frame side the model can make: in RESOLUTION_RANGE and divisible by its latent grid's step."""
+    check_number(name, resolution, *RESOLUTION_RANGE, integer=True, default=default)
+    if resolution % multiple:
+        nearest = max(RESOLUTION_RANGE[0], round(resolution / multiple) * multiple)
+        raise InputError(f"{name} {resolution} is not a multiple of {multiple}",
+                         f"use a {name} divisible by {multiple}, e.g. {nearest} (this model's own is {default})")
+
+
+def check_device(device) -> torch.device:
+    """The torch device ``device`` names, if this machine has it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device '{device}'", _device_fix()) from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device '{device}' asked for, but this machine has no usable CUDA GPU "
+                             f"(torch {torch.__version__}{'' if torch.version.cuda else ', a CPU-only build'})",
+                             "pass --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"device '{device}' asked for, but this machine has {count} CUDA GPU(s)",
+                             f"pass --device cuda:0{' to cuda:' + str(count - 1) if count > 1 else ''}")
+        return parsed
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return parsed
+    raise InputError(f"device '{device}' is not available on this machine", _device_fix())
+
+
+def _device_fix() -> str:
+    usable = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
+        ["mps"] if torch.backends.mps.is_available() else [])
+    return f"pass --device {' or '.join(usable)}"
+
+
+def check_dtype(dtype, device: torch.device) -> torch.dtype:
+    """The torch dtype named by ``dtype`` (a name or a torch.dtype), if it runs on ``device``."""
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if resolved not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"unknown dtype '{dtype}'", "pass --dtype float32, float16 or bfloat16")
+    if device.type == "cpu" and resolved == torch.float16:
+        # Several CPU kernels the pipeline needs (resizing among them) have no float16 version.
+        raise InputError("float16 does not run on the CPU", "pass --dtype float32 (or bfloat16) on the CPU, or "
+                                                            "float16 with --device cuda")
+    return resolved
+
+
+def check_input_file(path, what: str) -> Path:
+    """An existing file (not a folder) the user gave as an input."""
+    path = Path(os.fspath(path)).expanduser()
+    if not path.exists():
+        shown = str(path) if path.is_absolute() else f"{path} (looked in {path.absolute().parent})"
+        raise InputError(f"{what} not found: {shown}", "check the file name and folder")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a file", "pass the path of the file inside it")
+    return path
+
+
+def check_output_video(out, inputs=()) -> Path:
+    """A video path that can be written: an extension naming a container we write, not one of the ``inputs``
+    (which the video would replace), and a writable folder (created if missing). Returns it, expanded."""
+    out = Path(os.fspath(out)).expanduser()
+    if out.is_dir():
+        raise InputError(f"the output {out} is a folder", f"name a file in it, e.g. '{out / 'talk.mp4'}'")
+    if out.suffix.lower() not in VIDEO_EXTENSIONS:
+        stem = out.with_suffix(".mp4").name if out.suffix else out.name + ".mp4"
+        raise InputError(f"cannot write a video named '{out.name}': the extension must be one of "
+                         f"{', '.join(VIDEO_EXTENSIONS)} (the video is H.264 with AAC sound)",
+                         f"name the output e.g. '{stem}'")
+    for source in inputs:
+        if source is not None and _same_file(out, Path(os.fspath(source)).expanduser()):
+            raise InputError(f"the output {out} is also an input ({source}); writing it would destroy the input",
+                             f"name a new output file, e.g. '{out.with_name(out.stem + '_talking.mp4')}'")
+    folder = out.absolute().parent
+    try:  # a real write, not os.access: that says yes to root on read-only file systems
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write the video into '{folder}' ({err.strerror or err})",
+                         "choose an output path in a folder you can write to") from None
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.absolute().resolve() == b.absolute().resolve()
+
+
+def check_generation_settings(settings, config) -> None:
+    """Every number of ``settings`` (pipeline.GenerationSettings) finite and in range for ``config``'s model.
+    None means the model's default and is always fine."""
+    for name in ("text_scale", "identity_scale", "audio_scale", "restyle_scale"):
+        value = getattr(settings, name)
+        if value is not None:
+            check_number(_flag(name), value, *GUIDANCE_RANGE, default=_default_of(config, name))
+    for name in ("identity_strength", "audio_strength", "reference_strength", "motion_scale"):
+        check_number(_flag(name), getattr(settings, name), *STRENGTH_RANGE, default=1.0)
+    check_number("--steps", settings.steps, *STEPS_RANGE, integer=True, default=25)
+    check_number("--seed", settings.seed, *SEED_RANGE, integer=True, default=0)
+    if not (isinstance(settings.denoise, (int, float)) and 0.0 < settings.denoise <= 1.0):
+        raise InputError(f"--denoise must be more than 0 and at most 1 (got {settings.denoise!r})",
+                         "pass --denoise 1 to start from noise, or e.g. 0.7 to start from the photo")
+    if settings.fps is not None:
+        check_number("--fps", settings.fps, *FPS_RANGE, default=config.fps)
+    if settings.resolution is not None:
+        check_resolution(settings.resolution, config.vae_scale * 8, config.resolution, "--resolution")
+    if settings.clip_frames is not None:
+        check_number("clip_frames", settings.clip_frames, *CLIP_FRAMES_RANGE, integer=True, default=config.clip_frames)
+    clip_frames = settings.clip_frames or config.clip_frames
+    if settings.motion_frames is not None:
+        check_number("motion_frames", settings.motion_frames, 0, clip_frames - 1, integer=True,
+                     default=min(config.motion_frames, clip_frames - 1))
+    check_number("decode_chunk", settings.decode_chunk, 1, 1024, integer=True, default=8)
+    if settings.sampler not in SCHEDULERS:
+        raise InputError(f"unknown sampler '{settings.sampler}'", f"use one of: {', '.join(SCHEDULERS)}")
+    region = settings.region
+    if region is not None and region not in ("face", "mouth"):
+        raise InputError(f"unknown region '{region}'", "use face (the whole frame) or mouth (lip sync only)")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _default_of(config, name: str) -> float:
+    own = getattr(config, name, None)
+    return own if own is not None else {"text_scale": 5.0, "identity_scale": 2.0}.get(name, 1.0)
