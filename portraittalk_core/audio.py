@@ -22,7 +22,7 @@ import json
 import math
 import numbers
 import os
-import wave
+import wave as wav_file  # the stdlib WAV header reader; "wave" names waveforms here
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from portraittalk_core.errors import AudioError, InputError, WeightsError
+from .errors import AudioError, InputError, WeightsError
 
 SAMPLE_RATE = 16_000
 
@@ -274,12 +274,12 @@ def _decode_file(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
 def _wav_header_seconds(path: Path) -> float | None:
     """The length a WAV file's header declares, or None for other files and WAV layouts ``wave`` cannot read."""
     try:
-        with wave.open(str(path)) as header:
+        with wav_file.open(str(path)) as header:
             size = header.getnframes() * header.getsampwidth() * header.getnchannels()
             if size >= 0xFFFFFF00:  # a streamed WAV's placeholder size: it declares nothing
                 return None
             return header.getnframes() / header.getframerate()
-    except (wave.Error, EOFError, OSError, ZeroDivisionError):
+    except (wav_file.Error, EOFError, OSError, ZeroDivisionError):
         return None
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import soundfile as sf
 from PIL import Image
 
@@ -175,3 +176,123 @@ def test_demo_runs_the_embedded_model_on_the_shipped_face(tmp_path, capsys):
     assert "embedded demo model" in capsys.readouterr().err
     info = probe_video(out)
     assert info.frames == 161 and info.width == 64
+
+
+@pytest.fixture()
+def no_model_loads(monkeypatch):
+    """Any model load fails the test: the argument checks must end the run before one."""
+    from portraittalk_core.pipeline import PortraitTalkPipeline
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+    for name in ("random", "demo", "from_pretrained"):
+        monkeypatch.setattr(PortraitTalkPipeline, name, loaded)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--audio-scale", "1e30"], ["--audio-scale", "from 0 to 30"]),
+    (["--text-scale", "nan"], ["--text-scale", "nan"]),
+    (["--identity-scale", "-1"], ["--identity-scale"]),
+    (["--restyle-scale", "inf"], ["--restyle-scale"]),
+    (["--identity-strength", "1e9"], ["--identity-strength", "from 0 to 2"]),
+    (["--audio-strength", "nan"], ["--audio-strength"]),
+    (["--fps", "0"], ["--fps", "from 1 to 120"]),
+    (["--fps", "0.5"], ["--fps"]),
+    (["--fps", "-5"], ["--fps"]),
+    (["--resolution", "100000"], ["--resolution", "from 64 to 2048"]),
+    (["--resolution", "-64"], ["--resolution", "e.g. 64"]),
+    (["--resolution", "100"], ["not a multiple of 64", "e.g. 128"]),
+    (["--seed", str(2**64)], ["--seed", "18446744073709551615"]),
+    (["--seed", "-1"], ["--seed"]),
+    (["--steps", "0"], ["--steps"]),
+    (["--steps", "100000"], ["--steps", "from 1 to 200"]),
+    (["--denoise", "nan"], ["--denoise"]),
+    (["--sampler", "ddpm_magic"], ["unknown sampler", "ddim"]),
+    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "cuda:99"],
+     ["cuda", "--device cpu"]),
+    (["--device", "tpu9"], ["unknown device 'tpu9'", "--device cpu"]),
+    (["--dtype", "float16"] if not __import__("torch").cuda.is_available() else ["--dtype", "float16",
+                                                                                  "--device", "cpu"],
+     ["float16 does not run on the CPU", "--dtype float32"]),
+])
+def test_bad_numbers_devices_and_dtypes_end_in_one_line_before_any_model_loads(inputs, capsys, no_model_loads,
+                                                                              extra, words):
+    assert_clear_error(capsys, generate(inputs, *extra), *words)
+    assert not (inputs["tmp"] / "out.mp4").exists()
+
+
+def test_the_output_never_replaces_an_input(inputs, capsys, no_model_loads, tmp_path):
+    ref, audio = tmp_path / "face.png", tmp_path / "speech.wav"
+    Image.open(inputs["ref"]).save(ref)
+    sf.write(audio, tone(0.5), RATE)
+    video = tmp_path / "speech.mp4"        # audio taken from a video, and the same video named as the output
+    video.write_bytes(b"not really a video, but an input all the same")
+    before = {p: p.read_bytes() for p in (ref, audio, video)}
+    for out, used_audio in ((ref, audio), (audio, audio), (video, video)):
+        code = main(["generate", "--random-weights", "--ref", str(ref), "--audio", str(used_audio),
+                     "--out", str(out)])
+        assert_clear_error(capsys, code, out.name)
+    code = main(["generate", "--random-weights", "--ref", str(ref), "--audio", str(audio),
+                 "--head-motion", str(video), "--out", str(tmp_path / "." / "speech.mp4")])
+    assert_clear_error(capsys, code, "is also an input")
+    assert {p: p.read_bytes() for p in (ref, audio, video)} == before
+
+
+@pytest.mark.parametrize("name, words", [("out.gif", [".mp4", "out.mp4"]), ("out.avi", ["out.mp4"]),
+                                         ("out", ["out.mp4"])])
+def test_an_output_extension_we_cannot_write_is_refused(inputs, capsys, no_model_loads, name, words):
+    assert_clear_error(capsys, main(["generate", "--random-weights", "--ref", inputs["ref"], "--audio",
+                                     inputs["audio"], "--out", str(inputs["tmp"] / name)]), *words)
+    assert not (inputs["tmp"] / name).exists()
+
+
+def test_an_output_folder_or_an_unwritable_folder_is_refused_on_its_own_line(inputs, capsys, no_model_loads):
+    folder = inputs["tmp"] / "videos.mp4"
+    folder.mkdir()
+    blocker = inputs["tmp"] / "file"
+    blocker.write_text("a file where a folder should be")
+    for out, words in ((folder, ["is a folder", "talk.mp4"]), (blocker / "talk.mp4", ["cannot write the video"])):
+        code = main(["generate", "--random-weights", "--ref", inputs["ref"], "--audio", inputs["audio"],
+                     "--out", str(out)])
+        err = assert_clear_error(capsys, code, *words)
+        assert err.splitlines()[-1].startswith("error: ")           # not glued to a progress bar
+
+
+def test_weights_that_are_a_folder_or_lack_config_fields_are_named(inputs, capsys, no_model_loads, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    code = main(["generate", "--weights", str(tmp_path), "--ref", inputs["ref"], "--audio", inputs["audio"],
+                 "--out", inputs["out"]])
+    assert_clear_error(capsys, code, "is a folder", ".safetensors file inside it")
+    thin = tmp_path / "thin.safetensors"
+    save_file({"x": torch.zeros(1)}, str(thin), metadata={"format": "portraittalk",
+                                                          "config": json.dumps({"name": "thin", "fps": 25})})
+    code = main(["generate", "--weights", str(thin), "--ref", inputs["ref"], "--audio", inputs["audio"],
+                 "--out", inputs["out"]])
+    assert_clear_error(capsys, code, "thin.safetensors", "lacks unet, motion, vae, text_encoder")
+
+
+def test_a_truncated_wav_is_refused_with_its_declared_length(inputs, capsys):
+    whole = inputs["tmp"] / "whole.wav"
+    sf.write(whole, tone(6.55), RATE, subtype="PCM_16")
+    cut = inputs["tmp"] / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:44 + int(2.18 * RATE) * 2])
+    assert_clear_error(capsys, generate(inputs, audio=str(cut)), "cut.wav", "truncated", "6.55 s", "2.18 s")
+
+
+def test_missing_inputs_are_named_before_any_model_loads(inputs, capsys, no_model_loads):
+    assert_clear_error(capsys, generate(inputs, ref=str(inputs["tmp"] / "absent.png")), "absent.png")
+    assert_clear_error(capsys, generate(inputs, audio=str(inputs["tmp"])), "is a folder")
+
+
+def test_native_library_logs_stay_off_stderr_and_the_error_is_the_last_line(inputs, tmp_path):
+    """mediapipe's TFLite and absl print from their own threads; the error must still be the last line."""
+    wall = tmp_path / "wall.png"
+    Image.new("RGB", (256, 256), (120, 130, 140)).save(wall)
+    done = run_cli("generate", "--random-weights", "--steps", "1", "--ref", str(wall), "--audio", inputs["audio"],
+                   "--out", inputs["out"])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith("error: No face"), done.stderr
+    assert not [line for line in lines if "TensorFlow Lite" in line or line.startswith(("W0000", "I0000"))], lines
