@@ -295,10 +295,6 @@ def main_train(args) -> int:
     try:
         from .training.trainer import Trainer, TrainSettings
     except ImportError as err:
-        if (err.name or "").startswith("portraittalk_core"):  # the registry's node archive leaves training out
-            raise InputError("training is not part of this install (the ComfyUI node archive leaves it out)",
-                             "git clone https://github.com/portraittalk/comfyui-portraittalk and run bash setup.sh "
-                             "in it") from err
         raise InputError(f"training needs a package that is not installed ({err.name})",
                          "pip install accelerate" if err.name == "accelerate" else
                          'pip install -e ".[train]" in the repository (bash setup.sh does it)') from err
@@ -358,13 +354,13 @@ def _native_stderr_to_null() -> None:
 
 
 def main(argv=None) -> int:
-    if argv is None:
-        _native_stderr_to_null()
-    args = build_parser().parse_args(argv)
     if not _torch_installed():  # never a dependency: ComfyUI brings its own build, setup.sh installs one
         print("error: PyTorch is not installed. Fix: pip install torch (or bash setup.sh in the repository)",
               file=sys.stderr)
         return 2
+    if argv is None:
+        _native_stderr_to_null()
+    args = build_parser().parse_args(argv)
     _quiet_libraries()
     logging.basicConfig(level=logging.WARNING, format="portraittalk: %(message)s")
     with warnings.catch_warnings():  # restores the caller's warning handling when an embedding program calls us
