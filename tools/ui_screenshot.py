@@ -62,10 +62,13 @@ async def main(a):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("workflow"); ap.add_argument("out")
+    ap.add_argument("workflow")
+    ap.add_argument("out")
     ap.add_argument("--server", default="http://127.0.0.1:8199")
-    ap.add_argument("--queue", action="store_true"); ap.add_argument("--wait", type=float, default=8)
+    ap.add_argument("--queue", action="store_true")
+    ap.add_argument("--wait", type=float, default=8)
     ap.add_argument("--eval")
     ap.add_argument("--after", help="JS expression printed after the run (with --queue)")
-    ap.add_argument("--width", type=int, default=1600); ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument("--width", type=int, default=1600)
+    ap.add_argument("--height", type=int, default=1000)
     asyncio.run(main(ap.parse_args()))
