@@ -98,8 +98,16 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
     _add_model_args(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors in the same one-line form as ours (subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}. Fix: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portraittalk", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="portraittalk", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="photos + speech (+ prompt) -> talking-face mp4")

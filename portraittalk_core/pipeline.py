@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from .clips import Clip, plan_clips
 from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_boxes, prepare_audio,
                            faces_structure, prepare_references)
 from .config import PortraitTalkConfig, preset
-from .errors import Cancelled, InputError, WeightsError
+from .errors import Cancelled, InputError, PortraitTalkWarning, WeightsError
 from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_motion, retime
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
@@ -349,6 +350,13 @@ class PortraitTalkPipeline:
 
     # -- stages 3 and 4: prompt and reference bank ----------------------------------------------
     def encode_prompts(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        limit = self.backbone.text_encoder.config.max_position_embeddings
+        for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+            tokens = len(self.backbone.tokenizer(text).input_ids)  # with its start and end tokens
+            if tokens > limit:
+                warnings.warn(f"the {name} is {tokens - 2} tokens long; the text encoder reads the first "
+                              f"{limit - 2} and drops the rest. Shorten it, most important words first",
+                              PortraitTalkWarning, stacklevel=2)
         embeds = self.backbone.encode_text([prompt, negative_prompt]).to(self.dtype)
         return embeds[:1], embeds[1:]
 

@@ -296,3 +296,18 @@ def test_native_library_logs_stay_off_stderr_and_the_error_is_the_last_line(inpu
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-1].startswith("error: No face"), done.stderr
     assert not [line for line in lines if "TensorFlow Lite" in line or line.startswith(("W0000", "I0000"))], lines
+
+
+def test_argparse_mistakes_end_in_the_same_one_line_form(capsys):
+    for argv in (["generate", "--steps", "1.5"], ["generat"], ["generate", "--dtype", "float64"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2
+        assert err.splitlines()[-1].startswith("error: ") and "Fix: see `portraittalk" in err.splitlines()[-1], err
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_one_line(inputs, capsys):
+    assert generate(inputs, "--prompt", "with red hair " * 40, "--no-speech-head-motion") == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "tokens long" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: the prompt is "), warned
