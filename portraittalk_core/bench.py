@@ -23,6 +23,10 @@ import numpy as np
 import torch
 
 from .assets import default_reference, demo_face
+from .checks import STEPS_RANGE, check_device, check_dtype, check_number, check_resolution
+from .config import preset
+from .errors import InputError
+from .schedulers import SCHEDULERS
 from .pipeline import GenerationSettings, PortraitTalkPipeline, guidance_weights
 
 
@@ -207,8 +211,16 @@ def _animatediff_baseline(pipe: PortraitTalkPipeline, resolution: int, frames: i
 
 
 def main_bench(args) -> int:
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    report = run_bench(args.config, args.resolution, args.frames, args.steps, args.device, dtype,
+    device = check_device(args.device)
+    dtype = check_dtype(args.dtype, device)
+    if args.resolution is not None:
+        config = preset(args.config)
+        check_resolution(args.resolution, config.vae_scale * 8, config.resolution, "--resolution")
+    check_number("--frames", args.frames, 1, 64, integer=True, default=16)
+    check_number("--steps", args.steps, *STEPS_RANGE, integer=True, default=4)
+    if args.sampler not in SCHEDULERS:
+        raise InputError(f"unknown sampler '{args.sampler}'", f"use one of: {', '.join(SCHEDULERS)}")
+    report = run_bench(args.config, args.resolution, args.frames, args.steps, str(device), dtype,
                        baseline=not args.no_baseline, sampler=args.sampler)
     print(report.text())
     if args.json:

@@ -286,9 +286,36 @@ def main_demo(args) -> int:
     return main_generate(args)
 
 
-def main_prepare(args) -> int:
-    from .training.prepare import prepare_folder
+def _check_eval_numbers(args) -> None:
+    """eval's numbers, before it synthesises or loads anything (the rest is checked as generate's)."""
+    from .checks import GUIDANCE_RANGE, SEED_RANGE, STEPS_RANGE, check_number
 
+    for flag, value in (("--clips", args.clips), ("--prompt-clips", args.prompt_clips)):
+        check_number(flag, value, 0, 10_000, integer=True, default=12)
+    check_number("--seconds", args.seconds, 0, 3600, default=3)
+    check_number("--prompt-seconds", args.prompt_seconds, 0.1, 3600, default=1)
+    check_number("--steps", args.steps, *STEPS_RANGE, integer=True, default=10)
+    check_number("--seed", args.seed, *SEED_RANGE, integer=True, default=0)
+    check_number("--workers", args.workers, 1, 256, integer=True, default=1)
+    for flag, value in (("--text-scale", args.text_scale), ("--identity-scale", args.identity_scale),
+                        ("--audio-scale", args.audio_scale), ("--restyle-scale", args.restyle_scale)):
+        if value is not None:
+            check_number(flag, value, *GUIDANCE_RANGE, default=5)
+
+
+def main_prepare(args) -> int:
+    from .checks import check_number
+    from .errors import InputError
+    from .training.prepare import VIDEO_SUFFIXES, prepare_folder
+
+    if not args.videos.is_dir():
+        raise InputError(f"no folder of videos at '{args.videos}'", "pass the folder that holds the talking-head videos")
+    if not any(p.suffix.lower() in VIDEO_SUFFIXES for p in args.videos.rglob("*")):
+        raise InputError(f"no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) under '{args.videos}'",
+                         "pass the folder that holds the talking-head videos")
+    check_number("--size", args.size, 32, 1024, integer=True, default=64)
+    check_number("--n-mels", args.n_mels, 8, 256, integer=True, default=80)
+    check_number("--workers", args.workers, 1, 256, integer=True, default=1)
     result = prepare_folder(args.videos, args.out, args.size, args.n_mels, workers=args.workers)
     print(f"prepared {len(result.prepared)}, already there {len(result.existing)}, skipped {len(result.skipped)}")
     for video, reason in result.skipped.items():
@@ -398,6 +425,7 @@ def _run(args) -> int:
             return 0
         if args.command == "eval":
             from .evaluation.evaluate import EvalSettings, evaluate, format_report
+            _check_eval_numbers(args)
             report = evaluate(EvalSettings(
                 weights=str(args.weights) if args.weights else None, data=str(args.data) if args.data else None,
                 out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,

@@ -311,3 +311,29 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_warned_in_one_line(input
     assert generate(inputs, "--prompt", "with red hair " * 40, "--no-speech-head-motion") == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "tokens long" in line]
     assert len(warned) == 1 and warned[0].startswith("warning: the prompt is "), warned
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--device", "tpu9"], ["unknown device 'tpu9'"]),
+    (["bench", "--dtype", "float16", "--device", "cpu"], ["float16 does not run on the CPU"]),
+    (["bench", "--frames", "0"], ["--frames"]),
+    (["bench", "--resolution", "100000"], ["--resolution"]),
+    (["eval", "--clips", "-3"], ["--clips"]),
+    (["eval", "--text-scale", "nan"], ["--text-scale"]),
+    (["eval", "--steps", "0"], ["--steps"]),
+    (["prepare", "/nonexistent/videos", "--out", "/nonexistent/shards"], ["no folder of videos", "/nonexistent"]),
+])
+def test_bench_eval_and_prepare_check_their_arguments_before_any_work(capsys, monkeypatch, argv, words):
+    import portraittalk_core.bench as bench
+    import portraittalk_core.evaluation.evaluate as evaluate
+
+    def worked(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+    monkeypatch.setattr(bench, "run_bench", worked)
+    monkeypatch.setattr(evaluate, "evaluate", worked)
+    assert_clear_error(capsys, main(argv), *words)
+
+
+def test_prepare_with_no_videos_is_an_error_not_an_empty_success(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no videos here")
+    assert_clear_error(capsys, main(["prepare", str(tmp_path), "--out", str(tmp_path / "shards")]), "no videos")
