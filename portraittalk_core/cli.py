@@ -61,7 +61,8 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
                    help="reference photo (repeat for several)" + shipped)
     p.add_argument("--audio", required=inputs_required, type=Path, help="speech: wav, flac, mp3, ogg or m4a" + shipped)
     p.add_argument("--out", required=inputs_required, type=Path,
-                   default=None if inputs_required else Path("outputs/demo.mp4"), help="output .mp4")
+                   default=None if inputs_required else Path("outputs/demo.mp4"),
+                   help="output video: .mp4 (or .m4v, .mov); never one of the inputs")
     p.add_argument("--prompt", default="", help="text customisation, e.g. 'with red hair, smiling'")
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--steps", type=int, default=25)
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "0 keeps the text encoder as the backbone has it)")
 
     recipe = sub.add_parser("train-demo", help="the embedded demo model from nothing: synth, prepare, "
-                                               "stages vae, decoder, text, base, 1 and 2 (fixed seed, resumable)")
+                                               "stages vae, text, base, 1, 2 and motion (fixed seed, resumable)")
     recipe.add_argument("--out", type=Path, default=Path("runs/demo"))
     recipe.add_argument("--scale", type=float, default=1.0, help="multiply the step counts (smoke tests: 0.001)")
     recipe.add_argument("--workers", type=int, default=1)
