@@ -50,6 +50,14 @@ def _shown(number) -> str:
     return str(number) if isinstance(number, int) else f"{number:g}"
 
 
+def check_finite(**values) -> None:
+    """Every float among ``values`` (a node's inputs, by name) is finite. ComfyUI checks its inputs' min and max,
+    but NaN passes both comparisons, and an API prompt can send one."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{name} is {value}, not a number", f"set {name} to a finite number (its default, say)")
+
+
 def check_resolution(resolution: int, multiple: int, default: int, name: str = "resolution") -> None:
     """A square frame side the model can make: in RESOLUTION_RANGE and divisible by its latent grid's step."""
     check_number(name, resolution, *RESOLUTION_RANGE, integer=True, default=default)
