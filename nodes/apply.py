@@ -8,7 +8,7 @@ identity and audio, negative = neither).
 import torch
 from comfy_api.latest import io
 
-from portraittalk_core.comfy_patches import Branch
+from ..portraittalk_core.comfy_patches import Branch
 
 from .region import region_input, region_latents
 from .sampler import prepare_patched_model, strength_inputs

@@ -2,8 +2,8 @@
 
 from comfy_api.latest import io, ui
 
-from portraittalk_core import audio as audio_io
-from portraittalk_core.conditioning import check_audio_features, load_checked_audio, prepare_audio
+from ..portraittalk_core import audio as audio_io
+from ..portraittalk_core.conditioning import check_audio_features, load_checked_audio, prepare_audio
 
 from .types import AudioFeatures, PortraitTalk
 

@@ -22,9 +22,9 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from portraittalk_core.backbone import load_backbone
-from portraittalk_core.comfy_patches import comfy_unet_config
-from portraittalk_core.errors import WeightsError
+from ..portraittalk_core.backbone import load_backbone
+from ..portraittalk_core.comfy_patches import comfy_unet_config
+from ..portraittalk_core.errors import WeightsError
 
 from . import folders as pack_folders
 

@@ -6,8 +6,8 @@ import torch
 from comfy_api.latest import io
 from PIL import Image
 
-from portraittalk_core import audio as audio_io
-from portraittalk_core.assets import default_speech, demo_face
+from ..portraittalk_core import audio as audio_io
+from ..portraittalk_core.assets import default_speech, demo_face
 
 
 class DemoInputs(io.ComfyNode):

@@ -3,7 +3,7 @@
 import numpy as np
 from comfy_api.latest import io
 
-from portraittalk_core.head_motion import HeadMotion as Motion, motion_from_frames
+from ..portraittalk_core.head_motion import HeadMotion as Motion, motion_from_frames
 
 from .types import HeadMotion, PortraitTalk
 

@@ -3,7 +3,7 @@ PortraitTalk Sampler."""
 
 from comfy_api.latest import io
 
-from portraittalk_core.head_motion import SPEECH_SMOOTHING_S, motion_from_speech
+from ..portraittalk_core.head_motion import SPEECH_SMOOTHING_S, motion_from_speech
 
 from .head_motion import MEASURE_RESOLUTION
 from .types import AudioFeatures, HeadMotion, PortraitTalk

@@ -16,8 +16,8 @@ from comfy.patcher_extension import PatcherInjection
 from einops import repeat
 from torch import nn
 
-from portraittalk_core.comfy_patches import ComfyRun, attention_patches
-from portraittalk_core.errors import InputError
+from ..portraittalk_core.comfy_patches import ComfyRun, attention_patches
+from ..portraittalk_core.errors import InputError
 
 KEY = "portraittalk"
 

@@ -3,7 +3,7 @@
 import torch
 from comfy_api.latest import io, ui
 
-from portraittalk_core.conditioning import prepare_references
+from ..portraittalk_core.conditioning import prepare_references
 
 from .types import IdentityRefs, PortraitTalk
 

@@ -6,10 +6,10 @@ import comfy.model_management
 import comfy.model_patcher
 from comfy_api.latest import io
 
-from portraittalk_core.errors import WeightsError
-from portraittalk_core.face import InsightFaceDetector, MediaPipeDetector
-from portraittalk_core.audio import LogMelFrontEnd, Wav2Vec2FrontEnd
-from portraittalk_core.weights import load_model
+from ..portraittalk_core.errors import WeightsError
+from ..portraittalk_core.face import InsightFaceDetector, MediaPipeDetector
+from ..portraittalk_core.audio import LogMelFrontEnd, Wav2Vec2FrontEnd
+from ..portraittalk_core.weights import load_model
 
 from . import folders
 from .types import PortraitTalk
@@ -35,7 +35,7 @@ def _detector(choice: str):
         return MediaPipeDetector()
     if choice.startswith("insightface"):
         return InsightFaceDetector(root, choice.split()[1])
-    from portraittalk_core.face import default_detector
+    from ..portraittalk_core.face import default_detector
     return default_detector(root if os.path.isdir(root) else None)
 
 

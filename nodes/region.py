@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from portraittalk_core.errors import InputError
-from portraittalk_core.pipeline import kept_outside_mouth, paste_over_photo, paste_weights
+from ..portraittalk_core.errors import InputError
+from ..portraittalk_core.pipeline import kept_outside_mouth, paste_over_photo, paste_weights
 
 
 def region_input() -> io.Combo.Input:

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from portraittalk_core.clips import plan_clips
-from portraittalk_core.comfy_patches import Branch, ComfyRun
-from portraittalk_core.conditioning import faces_structure
-from portraittalk_core.head_motion import moved_face
-from portraittalk_core.pipeline import BRANCHES, guidance_weights
+from ..portraittalk_core.clips import plan_clips
+from ..portraittalk_core.comfy_patches import Branch, ComfyRun
+from ..portraittalk_core.conditioning import faces_structure
+from ..portraittalk_core.head_motion import moved_face
+from ..portraittalk_core.pipeline import BRANCHES, guidance_weights
 
 from .host import StructurePatch, check_model_family, patch_model, structure_residual
 from .region import paste_photo_input, pasted, region_input, region_latents

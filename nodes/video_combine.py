@@ -6,8 +6,8 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import InputImpl, io, ui
 
-from portraittalk_core import audio as audio_io
-from portraittalk_core.video import VideoWriter
+from ..portraittalk_core import audio as audio_io
+from ..portraittalk_core.video import VideoWriter
 
 CHUNK = 16  # frames handed to the encoder at a time; interruption is checked between chunks
 

@@ -8,6 +8,7 @@ ComfyUI's /object_info with the pack installed:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import urllib.request
@@ -16,7 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from comfy_workflow import api_to_ui  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The core from the editable install (setup.sh), else from this checkout: appended, never first, so that the
+# pack's `nodes` package cannot shadow a module of that name.
+if importlib.util.find_spec("portraittalk_core") is None:
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 from portraittalk_core.config import preset  # noqa: E402
 from portraittalk_core.head_motion import SPEECH_SMOOTHING_S  # noqa: E402
 

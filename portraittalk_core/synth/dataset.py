@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from portraittalk_core.audio import frame_count
-from portraittalk_core.errors import InputError, PortraitTalkError
-from portraittalk_core.video import VideoWriter
+from ..audio import frame_count
+from ..errors import InputError, PortraitTalkError
+from ..video import VideoWriter
 
 from .identity import caption, identity_from_seed
 from .motion import blinks, head_motion, mouth_width, speech_curves

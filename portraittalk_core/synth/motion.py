@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from portraittalk_core.audio import Waveform
+from ..audio import Waveform
 
 _LOG_GAIN = 20.0  # K above: how strongly quiet sounds are lifted
 _GATE = 1.0 / 20.0  # rms below this fraction of the clip's loud speech counts as silence

@@ -14,8 +14,8 @@ import subprocess
 import numpy as np
 import soundfile
 
-from portraittalk_core.audio import SAMPLE_RATE, Waveform, load_audio
-from portraittalk_core.errors import InputError, PortraitTalkError
+from ..audio import SAMPLE_RATE, Waveform, load_audio
+from ..errors import InputError, PortraitTalkError
 
 ESPEAK = "espeak-ng"
 
