@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets PortraitTalk up in ./.venv (or $VENV): PyTorch, the package with its face-detection and test
-# extras, and nothing else. Safe to run again: what is there already is kept.
+# Sets PortraitTalk up in ./.venv (or $VENV): PyTorch, the package with its requirements (face detection
+# included) and its training and test extras, and nothing else. Safe to run again: what is there already is kept.
 #
 # PyTorch: an installed torch is never replaced. Without one, a machine with an NVIDIA GPU gets the
 # registry's default (CUDA) build; one without gets torch==$TORCH_VERSION (on our machines the local
@@ -36,5 +36,5 @@ else
   pip_install "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 
-pip_install -e ".[mediapipe,train,dev]"
+pip_install -e ".[train,dev]"   # requirements.txt (mediapipe included where it has wheels) and the extras
 "$PY" -c "import portraittalk_core.cli" && echo "setup: done; run $VENV/bin/portraittalk --help"
