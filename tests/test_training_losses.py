@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from diffusers import DDPMScheduler
 
-from portraittalk_core.training.losses import mask_reconstruction_loss, mask_reconstruction_target, noised
+from portraittalk_core.training.losses import mask_reconstruction_loss, mask_reconstruction_target
 from portraittalk_core.training.masks import latent_mask, random_blobs, random_masks, random_rectangles
 
 
@@ -37,10 +38,13 @@ def test_latent_mask_keeps_any_corrupted_cell():
 
 def test_target_is_the_noise_of_the_original():
     clean, corrupted, noise = torch.randn(3, 2, 4, 8, 8).unbind(0)
-    a_t = torch.tensor([0.9, 0.3])
+    schedule = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    t = torch.tensor([100, 700])
+    a_t = schedule.alphas_cumprod[t]
     target = mask_reconstruction_target(noise, corrupted, clean, a_t)
-    # The noised corrupted latent is the original noised with the target noise.
-    torch.testing.assert_close(noised(corrupted, noise, a_t), noised(clean, target, a_t), rtol=1e-5, atol=1e-5)
+    # The noised corrupted latent (as the trainer noises it) is the original noised with the target noise.
+    torch.testing.assert_close(schedule.add_noise(corrupted, noise, t), schedule.add_noise(clean, target, t),
+                               rtol=1e-5, atol=1e-5)
     # Nothing masked: the ordinary denoising target.
     torch.testing.assert_close(mask_reconstruction_target(noise, clean, clean, a_t), noise)
 

@@ -8,9 +8,10 @@ Mask reconstruction (stage 1, IdentityNet), exactly:
     eps* = (z~_t - sqrt(a_t) z0) / sqrt(1 - a_t) = eps + sqrt(a_t / (1 - a_t)) (z~ - z0)
     L    = mean( w * (eps_theta(z~_t, t, text, identity) - eps*)^2 ),   w = 1 + (lambda - 1) * m
 
-The network sees a noised version of the *corrupted* frame and is trained to predict the noise that
-explains it as a noised version of the *original* frame: denoising with that prediction leads back to the
-unmasked frame, so IdentityNet must rebuild the hidden regions from the identity tokens and the prompt.
+The network sees a noised version of the *corrupted* frame (z~_t, as ``DDPMScheduler.add_noise`` makes it) and
+is trained to predict the noise that explains it as a noised version of the *original* frame: denoising with that
+prediction leads back to the unmasked frame, so IdentityNet must rebuild the hidden regions from the identity
+tokens and the prompt.
 ``m`` is the mask at latent resolution; ``lambda`` (``masked_weight``) up-weights the rebuilt regions.
 Where nothing is masked (z~ = z0), eps* = eps and L is the ordinary denoising loss.
 """
@@ -22,11 +23,6 @@ import torch
 
 def _broadcast(a_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return a_t.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
-
-
-def noised(latents: torch.Tensor, noise: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
-    a_t = _broadcast(a_t, latents)
-    return a_t.sqrt() * latents + (1 - a_t).sqrt() * noise
 
 
 def mask_reconstruction_target(noise: torch.Tensor, corrupted: torch.Tensor, clean: torch.Tensor,

@@ -62,7 +62,7 @@ from ..models import AttentionContext, PortraitTalkModel, movement_since_first
 from ..weights import load_model, read_metadata, save_model
 from .contrastive import contrastive_loss, contrastive_pair
 from .data import MixedDataset, ShardDataset, StillsDataset, collate
-from .losses import mask_reconstruction_loss, noised
+from .losses import mask_reconstruction_loss
 from .masks import latent_mask, random_masks
 
 
@@ -103,7 +103,10 @@ STILLS_STAGES = ("vae", "decoder", "text", "base", 1)
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:
-    """Linear warm-up, then constant or cosine decay to 0 at ``settings.steps``."""
+    """Linear warm-up from 1 / ``warmup_steps`` (not 0: no step is wasted), times a constant or a cosine decay to 0
+    at ``settings.steps`` that starts at step 0. diffusers' ``get_cosine_schedule_with_warmup`` (and its constant
+    one) is another curve: it starts at 0 and begins the cosine after the warm-up, so it would not retrain the
+    demo recipe's stages as they were trained."""
     warmup = min(1.0, (step + 1) / settings.warmup_steps) if settings.warmup_steps else 1.0
     if settings.lr_schedule == "constant":
         return settings.learning_rate * warmup
@@ -258,9 +261,8 @@ class Trainer:
             embeddings = batch["embedding"]
         return net.identity_projection(embeddings[:, None])
 
-    def _timesteps(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (n,), generator=self.generator)
-        return t.to(self.device), self.noise.alphas_cumprod[t].to(self.device)
+    def _timesteps(self, n: int) -> torch.Tensor:
+        return torch.randint(0, self.noise.config.num_train_timesteps, (n,), generator=self.generator).to(self.device)
 
     def _randn(self, shape) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator).to(self.device)
@@ -297,12 +299,12 @@ class Trainer:
     def base_loss(self, batch: dict) -> torch.Tensor:
         clean = batch["latents"][:, 0].to(self.device)
         noise = self._noise(clean.shape)
-        t, a_t = self._timesteps(clean.shape[0])
+        t = self._timesteps(clean.shape[0])
         keep = torch.rand(len(batch["caption"]), generator=self.generator) >= self.s.drop_text
         captions = [c if k else "" for c, k in zip(batch["caption"], keep)]
         with torch.set_grad_enabled(bool(self.s.text_encoder_lr_scale)):
             text = self.backbone.text_encoder(self.backbone.token_ids(captions))[0]
-        prediction = self.backbone.unet(noised(clean, noise, a_t), t, encoder_hidden_states=text).sample
+        prediction = self.backbone.unet(self.noise.add_noise(clean, noise, t), t, encoder_hidden_states=text).sample
         return ((prediction.float() - noise) ** 2).mean()
 
     def stage1_loss(self, batch: dict) -> torch.Tensor:
@@ -311,10 +313,11 @@ class Trainer:
         masks = random_masks(self.generator, frames.shape[0], size).to(self.device)
         clean, corrupted = batch["latents"][:, 0].to(self.device), self.backbone.encode_images(frames * (1 - masks))
         noise = self._noise(clean.shape)
-        t, a_t = self._timesteps(clean.shape[0])
+        t = self._timesteps(clean.shape[0])
+        a_t = self.noise.alphas_cumprod.to(self.device)[t]
         text = self.text(batch["caption"], self.s.drop_text)
         tokens = self.identity_tokens(batch)
-        prediction, _ = self.net.identity_net(noised(corrupted, noise, a_t)[:, None], text, tokens,
+        prediction, _ = self.net.identity_net(self.noise.add_noise(corrupted, noise, t)[:, None], text, tokens,
                                               torch.ones(clean.shape[0], device=self.device), timestep=t)
         return mask_reconstruction_loss(prediction[:, 0], noise, corrupted, clean, a_t,
                                         latent_mask(masks, clean.shape[-1]), self.s.masked_weight)
@@ -325,8 +328,8 @@ class Trainer:
         latents = batch["latents"].transpose(1, 2).to(self.device)       # (V, C, F, h, w), cached
 
         noise = self._noise(latents.shape)
-        t, a_t = self._timesteps(videos)
-        noisy = noised(latents, noise, a_t)
+        t = self._timesteps(videos)
+        noisy = self.noise.add_noise(latents, noise, t)
         # Motion frames: half of the clips start with clean frames, as later clips do at inference.
         context = torch.zeros(videos, dtype=torch.long)
         continues = torch.rand(videos, generator=self.generator) < 0.5
