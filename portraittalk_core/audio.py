@@ -569,9 +569,9 @@ class Wav2Vec2FrontEnd:
         self.model = _load_wav2vec2(folder, dtype).to(self.device).eval()
 
         config = self.model.config
-        self._kernels, self._strides = tuple(config.conv_kernel), tuple(config.conv_stride)
-        hop = math.prod(self._strides)
-        self.feature_rate = self.sample_rate / hop
+        self._hop = math.prod(config.conv_stride)
+        self._field = _receptive_field(tuple(config.conv_kernel), tuple(config.conv_stride))
+        self.feature_rate = self.sample_rate / self._hop
         self.num_layers = config.num_hidden_layers + 1  # the embeddings plus every layer
         self.feature_dim = config.hidden_size
         self._core_frames = max(1, round(chunk_seconds * self.feature_rate))
@@ -583,11 +583,13 @@ class Wav2Vec2FrontEnd:
         if self.normalize:
             samples = _zero_mean_unit_var(samples)
         # The conv stack needs one receptive field of input to produce a single step.
-        samples = np.pad(samples, (0, max(0, _receptive_field(self._kernels, self._strides) - len(samples))))
+        samples = np.pad(samples, (0, max(0, self._field - len(samples))))
+        # The hidden states are read before any adapter layers, so those do not shorten them.
+        steps = int(self.model._get_feat_extract_output_lengths(len(samples), add_adapter=False))
 
         pieces = []
         for start, end, keep_from, keep_to in _chunk_plan(
-            len(samples), self._kernels, self._strides, self._core_frames, self._context_frames
+            len(samples), steps, self._hop, self._field, self._core_frames, self._context_frames
         ):
             chunk = torch.from_numpy(samples[start:end]).to(self.device, self.dtype)[None]
             with torch.inference_mode():
@@ -673,16 +675,12 @@ def _load_wav2vec2(folder: Path, dtype: torch.dtype):
 
 
 def _zero_mean_unit_var(samples: np.ndarray) -> np.ndarray:
-    """Whole-clip normalisation, as Wav2Vec2FeatureExtractor does before the model."""
-    mean, var = samples.mean(dtype=np.float64), samples.var(dtype=np.float64)
-    return ((samples - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+    """Whole-clip normalisation, Wav2Vec2FeatureExtractor's own, on float64 samples: its ``__call__`` would cast
+    them to float32 first, and float32 sums over a long clip make the mean and variance less exact."""
+    from transformers import Wav2Vec2FeatureExtractor  # slow import, only needed here
 
-
-def _conv_output_length(n_samples: int, kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
-    """Steps out of wav2vec2's unpadded conv feature encoder for ``n_samples`` in."""
-    for kernel, stride in zip(kernels, strides, strict=True):
-        n_samples = max(0, (n_samples - kernel) // stride + 1)
-    return n_samples
+    normalised = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm([samples.astype(np.float64)], None)[0]
+    return normalised.astype(np.float32)
 
 
 def _receptive_field(kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
@@ -695,16 +693,15 @@ def _receptive_field(kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
 
 
 def _chunk_plan(
-    n_samples: int, kernels, strides, core_frames: int, context_frames: int
+    n_samples: int, total: int, hop: int, field: int, core_frames: int, context_frames: int
 ) -> list[tuple[int, int, int, int]]:
     """(start, end, keep_from, keep_to) per chunk: run samples[start:end], keep steps [keep_from, keep_to).
 
-    Output step k reads samples [k*hop, k*hop + field). A chunk starting at step s's first sample
-    produces steps s, s+1, ... exactly as a whole-clip pass would (up to attention context), so
-    the kept slices tile the whole-clip output with no gaps or repeats.
+    ``total``: the steps a whole-clip pass over ``n_samples`` gives. Output step k reads samples
+    [k*hop, k*hop + field). A chunk starting at step s's first sample produces steps s, s+1, ...
+    exactly as a whole-clip pass would (up to attention context), so the kept slices tile the
+    whole-clip output with no gaps or repeats.
     """
-    hop, field = math.prod(strides), _receptive_field(kernels, strides)
-    total = _conv_output_length(n_samples, kernels, strides)
     plan = []
     for first in range(0, total, core_frames):
         last = min(total, first + core_frames)

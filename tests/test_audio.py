@@ -510,8 +510,8 @@ def test_wav2vec2_chunks_tile_the_whole_clip(tiny_wav2vec2):
 
 
 def test_chunk_plan_tiles_without_gaps():
-    kernels, strides = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
-    plan = _chunk_plan(16_000 * 7 + 123, kernels, strides, core_frames=100, context_frames=25)
+    # Base models' conv stack: 320 samples per step, 400 seen by each; 7 s + 123 samples give 350 steps.
+    plan = _chunk_plan(16_000 * 7 + 123, 350, 320, 400, core_frames=100, context_frames=25)
     kept = [
         start // 320 + step for start, _, keep_from, keep_to in plan for step in range(keep_from, keep_to)
     ]
