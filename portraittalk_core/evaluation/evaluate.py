@@ -47,6 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..audio import SAMPLE_RATE
 from ..errors import InputError
 from ..head_motion import motion_from_landmarks
 from ..synth.identity import BACKGROUND_COLOURS
@@ -190,7 +191,7 @@ def clip_metrics(generated: np.ndarray, shard: Shard, regressor) -> dict:
         "flicker_ground_truth": flicker(real / 255.0),
         "lmd": landmark_distance(measured, truth, scale),
         "lmd_mouth": landmark_distance(measured[:, mouth], truth[:, mouth], scale),
-        "adfd": asdict(adfd(measured, regions, samples, 16000, fps, ground_truth_opening=true_opening)),
+        "adfd": asdict(adfd(measured, regions, samples, SAMPLE_RATE, fps, ground_truth_opening=true_opening)),
     }
 
 
@@ -230,7 +231,7 @@ def baseline_metrics(shard: Shard, regressor, pipeline=None, window: int | None 
     still = clip_metrics(np.repeat(real[:1], span, 0), shard, regressor)
     posed = posed_still(real[:span], truth, regions)
     posed_identity = ssim(posed / 255.0, real[:span] / 255.0, face_outside_mouth(shard, truth[:span]))
-    scores, ordered = ordering_test(truth, regions, samples, 16000, fps)
+    scores, ordered = ordering_test(truth, regions, samples, SAMPLE_RATE, fps)
     true_opening = mouth_opening(truth, regions)
     extra = {}
     if pipeline is not None:
@@ -240,7 +241,7 @@ def baseline_metrics(shard: Shard, regressor, pipeline=None, window: int | None 
         **extra,
         "ceiling_lip_sync": lip_sync_correlation(mouth_opening(measured, regions), true_opening),
         "ceiling_lmd": landmark_distance(measured, truth, face_scale(truth, regions)),
-        "ceiling_adfd": adfd(measured, regions, samples, 16000, fps, ground_truth_opening=true_opening).score,
+        "ceiling_adfd": adfd(measured, regions, samples, SAMPLE_RATE, fps, ground_truth_opening=true_opening).score,
         "still_lip_sync": still["lip_sync"], "still_identity_ssim": still["identity_ssim"],
         "still_adfd": still["adfd"]["score"], "posed_still_identity_ssim": posed_identity,
         "ordering_scores": scores, "ordering_holds": ordered,
@@ -423,9 +424,9 @@ def _sampling(settings: EvalSettings) -> dict:
 
 
 def _speech(shard: Shard, seconds: float | None) -> tuple[np.ndarray, int]:
-    """The clip's speech (16 kHz mono, as prepared), its first ``seconds`` if given."""
+    """The clip's speech (mono at audio.SAMPLE_RATE, as prepared), its first ``seconds`` if given."""
     samples = shard.arrays["audio"].astype(np.float32)
-    return (samples if seconds is None else samples[:int(seconds * 16000)]), 16000
+    return (samples if seconds is None else samples[:int(seconds * SAMPLE_RATE)]), SAMPLE_RATE
 
 
 def _mean(values) -> float:
