@@ -12,11 +12,10 @@ lip-sync correlation on the *ground-truth* test frames (the ceiling of every fig
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.optimization import get_cosine_schedule_with_warmup
 from einops import rearrange
 from torch import nn
 
@@ -81,17 +80,17 @@ def train_landmark_regressor(frames: np.ndarray, landmarks: np.ndarray, steps: i
     model = LandmarkRegressor(size, points)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=steps)
     targets = torch.from_numpy(landmarks.astype(np.float32)) / size
     model.train()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / steps))
+    for _ in range(steps):
         index = torch.randint(0, len(frames), (batch_size,), generator=generator)
         pixels = degrade(_pixels(frames[index.numpy()]), generator)
         loss = (model(pixels) - targets[index]).abs().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     return model.eval()
 
 
