@@ -8,6 +8,7 @@ identity and audio, negative = neither).
 import torch
 from comfy_api.latest import io
 
+from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core.comfy_patches import Branch
 
 from .region import region_input, region_latents
@@ -48,6 +49,8 @@ class ApplyPortraitTalk(io.ComfyNode):
     def execute(cls, model, vae, positive, portraittalk, refs, audio_features, start_frame=0, frames=16,
                 identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
                 region="model default"):
+        check_finite(identity_strength=identity_strength, audio_strength=audio_strength, motion_scale=motion_scale,
+                     structure_strength=structure_strength)
         end = min(start_frame + frames, audio_features.n_frames)
         start = min(start_frame, end - 1)
         # The stock KSampler batches [positive, negative] as chunks 0 and 1.

@@ -2,6 +2,7 @@
 
 from comfy_api.latest import io, ui
 
+from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core import audio as audio_io
 from ..portraittalk_core.conditioning import check_audio_features, load_checked_audio, prepare_audio
 
@@ -35,6 +36,7 @@ class AudioEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, portraittalk, audio, fps=25.0, audio_encoder_output=None) -> io.NodeOutput:
+        check_finite(fps=fps)
         config = portraittalk.config
         if audio_encoder_output is None:
             wave, features = prepare_audio(audio, portraittalk.audio_front_end, config, fps)

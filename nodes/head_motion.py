@@ -3,6 +3,7 @@
 import numpy as np
 from comfy_api.latest import io
 
+from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core.head_motion import HeadMotion as Motion, motion_from_frames
 
 from .types import HeadMotion, PortraitTalk
@@ -35,6 +36,7 @@ class HeadMotionFromVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, portraittalk, driving_frames, fps=25.0) -> io.NodeOutput:
+        check_finite(fps=fps)
         frames = (np.clip(driving_frames.float().cpu().numpy(), 0, 1) * 255).round().astype(np.uint8)
         transforms = motion_from_frames(iter(frames), portraittalk.detector, MEASURE_RESOLUTION,
                                         portraittalk.config.face_fraction, "the driving frames")

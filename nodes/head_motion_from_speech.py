@@ -3,6 +3,7 @@ PortraitTalk Sampler."""
 
 from comfy_api.latest import io
 
+from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core.head_motion import SPEECH_SMOOTHING_S, motion_from_speech
 
 from .head_motion import MEASURE_RESOLUTION
@@ -36,5 +37,6 @@ class HeadMotionFromSpeech(io.ComfyNode):
 
     @classmethod
     def execute(cls, portraittalk, audio_features, smoothing=SPEECH_SMOOTHING_S) -> io.NodeOutput:
+        check_finite(smoothing=smoothing)
         return io.NodeOutput(motion_from_speech(portraittalk.model, audio_features.frames, audio_features.fps,
                                                 MEASURE_RESOLUTION, smoothing))

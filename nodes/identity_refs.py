@@ -1,9 +1,13 @@
 """Load Identity Refs: photos (an IMAGE batch) -> detected, aligned references with embeddings and structure."""
 
+import logging
+
 import torch
 from comfy_api.latest import io, ui
 
+from ..portraittalk_core.checks import check_resolution
 from ..portraittalk_core.conditioning import prepare_references
+from ..portraittalk_core.errors import warnings_logged
 
 from .types import IdentityRefs, PortraitTalk
 
@@ -33,7 +37,10 @@ class LoadIdentityRefs(io.ComfyNode):
 
     @classmethod
     def execute(cls, portraittalk, images, resolution=512) -> io.NodeOutput:
+        config = portraittalk.config
+        check_resolution(resolution, config.vae_scale * 8, config.resolution)
         labels = [f"image {i + 1} of {images.shape[0]}" for i in range(images.shape[0])]
-        refs = prepare_references(list(images), portraittalk.model, portraittalk.detector, resolution, labels)
+        with warnings_logged(logging.getLogger(__name__)):  # a second face, a photo the model does not know
+            refs = prepare_references(list(images), portraittalk.model, portraittalk.detector, resolution, labels)
         aligned = (refs.pixels.permute(0, 2, 3, 1) + 1) / 2
         return io.NodeOutput(refs, aligned.clamp(0, 1).to(torch.float32), ui=ui.PreviewImage(aligned, cls=cls))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core.clips import plan_clips
 from ..portraittalk_core.comfy_patches import Branch, ComfyRun
 from ..portraittalk_core.conditioning import faces_structure
@@ -150,6 +151,9 @@ class PortraitTalkSampler(io.ComfyNode):
                 identity_strength=1.0, audio_strength=1.0, motion_scale=1.0, structure_strength=1.0,
                 clip_frames=0, motion_frames=-1, region="model default", denoise=1.0,
                 paste_photo=True, head_motion=None) -> io.NodeOutput:
+        check_finite(text_scale=text_scale, identity_scale=identity_scale, audio_scale=audio_scale,
+                     identity_strength=identity_strength, audio_strength=audio_strength, motion_scale=motion_scale,
+                     structure_strength=structure_strength, denoise=denoise)
         config = portraittalk.config
         weights = guidance_weights(text_scale, identity_scale, audio_scale)
         patched, run, device, dtype, encoded, structure = prepare_patched_model(

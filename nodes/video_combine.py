@@ -6,6 +6,7 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import InputImpl, io, ui
 
+from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core import audio as audio_io
 from ..portraittalk_core.video import VideoWriter
 
@@ -38,6 +39,7 @@ class VideoCombine(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps=25.0, filename_prefix="PortraitTalk/talk", audio=None, crf=18) -> io.NodeOutput:
+        check_finite(fps=fps)
         height, width = images.shape[1:3]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), width, height)

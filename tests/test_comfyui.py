@@ -601,6 +601,46 @@ def test_audio_shorter_than_a_frame_is_refused_clearly(comfy):
     assert result["status"]["status_str"] == "error" and "shorter than one frame" in messages
 
 
+@pytest.mark.parametrize("node, name, value, words", [
+    ("9", "text_scale", float("nan"), ["text_scale is nan", "Fix:"]),
+    ("9", "denoise", float("nan"), ["denoise is nan"]),
+    ("8", "fps", float("nan"), ["fps is nan"]),
+    ("6", "resolution", 96, ["resolution 96 is not a multiple of 64", "Fix:"]),
+])
+def test_a_number_comfyuis_own_checks_let_through_is_refused_clearly(comfy, node, name, value, words):
+    """ComfyUI checks min and max, which NaN passes, and not the step: an API prompt can send either."""
+    url, _ = comfy
+    prompt = tiny_talking_face_prompt()
+    prompt[node]["inputs"][name] = value
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error", messages
+    for word in words:
+        assert word in messages, messages
+
+
+def test_two_faces_are_one_log_line_in_comfyui(comfy):
+    url, base = comfy
+    from PIL import Image
+    photo = Image.open(base / "input" / "face.jpg").convert("RGB")
+    group = Image.new("RGB", (photo.width + photo.width // 2, photo.height), "white")
+    group.paste(photo, (0, 0))
+    group.paste(photo.resize((photo.width // 2, photo.height // 2)), (photo.width, photo.height // 4))
+    group.save(base / "input" / "two_faces.png")
+    prompt = {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "tiny_random.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "two_faces.png"}},
+        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
+                                                                       "resolution": 64}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    assert run_prompt(url, prompt)["status"]["status_str"] == "success"
+    log = (base / "server.log").read_text()
+    assert "PortraitTalk: 2 faces found in image 1 of 1" in log, log[-3000:]
+    assert "UserWarning" not in log and "PortraitTalkWarning" not in log, log[-3000:]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MISSING_NODES = ("JSON.stringify(app.graph._nodes.filter(n => !LiteGraph.registered_node_types[n.type])"
                  ".map(n => n.type))")
