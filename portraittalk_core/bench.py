@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .assets import default_reference, demo_face
+from .audio import SAMPLE_RATE
 from .checks import STEPS_RANGE, check_device, check_dtype, check_number, check_resolution
 from .config import preset
 from .errors import InputError
@@ -84,7 +85,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-def speech_like(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:
+def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
     """A deterministic voiced signal with syllable-rate amplitude modulation (not silent, not speech)."""
     t = np.arange(int(seconds * rate)) / rate
     rng = np.random.default_rng(seed)
@@ -142,7 +143,7 @@ def run_bench(config: str = "tiny", resolution: int | None = None, frames: int =
     resolution = resolution or pipe.config.resolution
     fps = pipe.config.fps
     seconds = frames / fps - 0.5 / fps  # ceil(seconds * fps) == frames
-    audio = (speech_like(seconds), 16_000)
+    audio = (speech_like(seconds), SAMPLE_RATE)
     settings = GenerationSettings(prompt="a portrait photo of a person talking", steps=steps, sampler=sampler,
                                   resolution=resolution, clip_frames=frames, motion_frames=0)
     branches = len(guidance_weights(settings.text_scale, settings.identity_scale, pipe.config.audio_scale))
