@@ -192,7 +192,7 @@ def test_bad_resolution_steps_and_denoise(tiny_pipe, reference_path):
     with pytest.raises(InputError, match="steps"):
         tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(steps=0), progress=False)
     for denoise in (0.0, 1.5):
-        with pytest.raises(InputError, match="denoise must be in"):
+        with pytest.raises(InputError, match="denoise must be more than 0 and at most 1"):
             tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(denoise=denoise), progress=False)
 
 
