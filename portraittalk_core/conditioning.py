@@ -5,6 +5,7 @@ Shared by the diffusers pipeline and the ComfyUI nodes, so both hosts see the sa
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,7 +15,8 @@ import torch
 from . import audio as audio_io
 from . import face as face_io
 from .config import PortraitTalkConfig
-from .errors import WeightsError
+from .errors import PortraitTalkWarning, WeightsError
+from .schedulers import make_scheduler
 
 
 @dataclass
@@ -53,13 +55,110 @@ def check_audio_features(features: audio_io.AudioFeatures, config: PortraitTalkC
                            "use the audio encoder the model was trained with")
 
 
-def prepare_references(images: Sequence, model, detector, resolution: int, labels=None) -> References:
-    """Photos -> aligned faces at ``resolution``, their embeddings, and the first one's structure maps."""
+def prepare_references(images: Sequence, model, detector, resolution: int, labels=None, backbone=None
+                       ) -> References:
+    """Photos -> aligned faces at ``resolution``, their embeddings, and the first one's structure maps.
+
+    Each face's exposure is normalised for the model, and its ``look`` gives frames the photo's look back
+    (face.normalise_look). With the model's ``backbone``, a reference far from the faces a narrow model knows gets
+    a PortraitTalkWarning (``warn_unknown_faces``)."""
     faces = face_io.prepare_references(images, size=resolution, detector=detector, labels=labels,
                                        face_fraction=model.config.face_fraction)
     pixels = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces]).float() / 127.5 - 1
+    if backbone is not None:
+        warn_unknown_faces(faces, pixels, model, backbone)
     structure = faces_structure(faces[:1])
     return References(faces, pixels, torch.from_numpy(structure), embed_faces(faces, pixels, model))
+
+
+# -- references far from what the model knows ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class KnownFaces:
+    """What a model trained on a narrow kind of face declares about it (in its config's ``extra["known_faces"]``,
+    as these fields): the faces it knows, and the ``denoising_error`` above which a reference is unlike them."""
+
+    what: str          # "procedural faces", as the warning names them
+    max_error: float   # above the highest its own kind of face reaches, below what a photo unlike them gives
+    fix: str = "use a reference photo like the ones the model was trained on"
+    model: str = "this model"  # as the warning names the model
+
+
+# The embedded demo model learned only drawn, flat-coloured procedural faces (synth/), and says so by its name: its
+# weights file predates ``known_faces``. Its denoising_error on the 64 px crops that prepare_references makes: 0.08-0.24
+# (median 0.13) on 199 faces of the synth renderer in random expressions and poses, 0.13 on assets/demo_face.png,
+# 0.11-0.23 on 20 of them darkened to a fifth (normalised); 0.36-0.42 on the astronaut photo (assets/reference.jpg is a
+# crop of it) cropped, turned and mirrored 35 ways, 0.39-0.53 on reference.jpg blurred, upscaled from 96 px, darkened,
+# washed out or gray. The threshold sits between the two groups.
+DEMO_KNOWN_FACES = KnownFaces(
+    what="procedural (drawn, flat-coloured) faces",
+    max_error=0.30,
+    model="the embedded demo model",
+    fix="for real photos, load real SD1.5-sized PortraitTalk weights (--weights on the command line, the Loader's "
+        "weights in ComfyUI); to try the demo model, use a procedural face such as its demo face "
+        "(portraittalk_core/assets/demo_face.png)",
+)
+
+
+def known_faces(config: PortraitTalkConfig) -> KnownFaces | None:
+    """The narrow kind of face ``config``'s model knows, or None for a model meant for any photo."""
+    declared = config.extra.get("known_faces")
+    if declared:
+        try:
+            return KnownFaces(**declared)
+        except TypeError as err:
+            raise WeightsError(f"the model config's extra.known_faces is malformed ({err})",
+                               "give it 'what' (text) and 'max_error' (a number), optionally 'fix' and 'model', "
+                               "or remove it") from None
+    return DEMO_KNOWN_FACES if config.name == "demo" else None
+
+
+# Noise levels of the probe: low enough that the prediction depends on the image's details (skin texture, hair,
+# shading), not only on its layout; at t >= 600 procedural faces and photos score alike.
+PROBE_TIMESTEPS = (100, 200, 300)
+PROBE_NOISES = 4
+
+
+@torch.inference_mode()
+def denoising_error(model, backbone, pixels: torch.Tensor) -> torch.Tensor:
+    """(R,) how unlike what the model learned each reference (R, 3, H, W) in [-1, 1] is: the mean squared error of
+    its base UNet's noise prediction (empty prompt) on the reference's latents, over fixed noise draws and noise
+    levels, so a photo always gets the same number. This is the loss the model was trained to make small: low on
+    the kind of image it learned, high on others (a likelihood bound in all but name). The VAE's round trip is no
+    measure: the demo's reconstructs a real photo's 64 px crop (PSNR 22.7 dB) as well as many procedural faces
+    (21.6-30.6 dB)."""
+    net = model.animate_net
+    weight = next(net.parameters())
+    latents = backbone.encode_images(pixels.to(weight.device, weight.dtype)).float().cpu()
+    scheduler = make_scheduler("ddim", backbone.schedule)
+    noise = torch.randn((PROBE_NOISES, *latents.shape[1:]), generator=torch.Generator("cpu").manual_seed(0))
+    timesteps = torch.tensor(PROBE_TIMESTEPS).repeat_interleave(PROBE_NOISES)
+    noise = noise.repeat(len(PROBE_TIMESTEPS), 1, 1, 1)
+    text = backbone.encode_text([""]).to(weight.device, weight.dtype)
+    errors = []
+    motion_scale, net.motion_scale = net.motion_scale, 0.0  # the base UNet alone, as restyle uses it
+    try:
+        for latent in latents:
+            noisy = scheduler.add_noise(latent.expand_as(noise), noise, timesteps)
+            eps = net(noisy[:, :, None].to(weight.device, weight.dtype), timesteps.to(weight.device),
+                      text.expand(len(noisy), -1, -1))[:, :, 0]
+            errors.append(((eps.float().cpu() - noise) ** 2).mean())
+    finally:
+        net.motion_scale = motion_scale
+    return torch.stack(errors)
+
+
+def warn_unknown_faces(faces, pixels: torch.Tensor, model, backbone) -> None:
+    """A PortraitTalkWarning for each reference unlike the faces a narrow model knows (``known_faces``): such a
+    model redraws their mouth region as a smear. Models meant for any photo are not probed."""
+    known = known_faces(model.config)
+    if known is None:
+        return
+    for face, error in zip(faces, denoising_error(model, backbone, pixels).tolist()):
+        if error > known.max_error:
+            name = face.label or f"reference {face.source_index + 1}"
+            warnings.warn(f"{name} is unlike the {known.what} that {known.model} knows, and only those (its "
+                          f"denoising error is {error:.2f}; theirs stays under {known.max_error:.2f}): expect a "
+                          f"smeared, flickering lower face. Fix: {known.fix}", PortraitTalkWarning, stacklevel=3)
 
 
 def mouth_boxes(landmarks: np.ndarray, mouth: np.ndarray, size: int, margin: float = 0.25) -> np.ndarray:

@@ -346,7 +346,7 @@ class PortraitTalkPipeline:
         return prepare_audio(source, self.audio_front_end, self.config, fps)
 
     def prepare_references(self, images: Sequence, resolution: int, labels=None) -> References:
-        return prepare_references(images, self.model, self.detector, resolution, labels)
+        return prepare_references(images, self.model, self.detector, resolution, labels, backbone=self.backbone)
 
     # -- stages 3 and 4: prompt and reference bank ----------------------------------------------
     def encode_prompts(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -595,7 +595,8 @@ class PortraitTalkPipeline:
                     motion_latents = full[:, :, full.shape[2] - motion_frames:] if motion_frames else None
                     first = clip.context  # the new frames' place in the clip
                     for frames in _timed_iter(self.decode(new, settings.decode_chunk), timer, "decode"):
-                        frames = photo.paste(frames.numpy(), first)
+                        # in the photo's own exposure and colour (face.PhotoLook: the model saw it normalised)
+                        frames = face.look.restore(photo.paste(frames.numpy(), first))
                         first += len(frames)
                         with timer("write"):
                             if writer is not None:

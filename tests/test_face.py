@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from portraittalk_core import face as F
-from portraittalk_core.errors import FaceError, InputError, WeightsError
+from portraittalk_core.assets import default_reference
+from portraittalk_core.errors import FaceError, InputError, PortraitTalkWarning, WeightsError
 
 ASTRONAUT_BOX = np.array([174, 68, 277, 172], dtype=np.float32)
 
@@ -145,9 +146,55 @@ def test_two_faces_warns_and_takes_the_larger(astronaut, detector):
     both = np.concatenate([astronaut, half], axis=1)
     faces = F.detect_faces(both, detector)
     assert len(faces) == 2
-    with pytest.warns(UserWarning, match="2 faces found in group photo"):
+    with pytest.warns(PortraitTalkWarning, match="2 faces found in group photo") as caught:
         chosen = F.select_face(faces, "group photo")
     np.testing.assert_allclose(chosen.bbox, ASTRONAUT_BOX, atol=12)
+    # One line that names the photo, the face used and how to choose another.
+    message = str(caught[0].message)
+    assert "\n" not in message and "animating the largest one" in message and "crop the photo" in message
+
+
+# Detection on a real photo must be a function of the photo: ComfyUI caches on it and artists re-run a graph
+# expecting the same frames. Each run gets its own process, with the heap's fresh memory filled with a different
+# byte (glibc's MALLOC_PERTURB_), so a result that depended on uninitialised memory, threads or process state would
+# differ.
+_DETECT_SCRIPT = """
+import sys, numpy as np
+from portraittalk_core import face as F
+image = F.to_rgb_uint8(sys.argv[1])
+with F.MediaPipeDetector() as det:
+    first, again = det.detect(image), det.detect(image)
+    aligned = F.prepare_references([image], size=128, detector=det)[0]
+with F.MediaPipeDetector() as other:
+    second = other.detect(image)
+np.savez(sys.argv[2], bbox=first[0].bbox, kps=first[0].kps, landmarks=first[0].landmarks, score=first[0].score,
+         again=again[0].landmarks, other=second[0].landmarks, image=aligned.image, aligned=aligned.landmarks)
+"""
+
+
+def test_detection_on_a_real_photo_is_the_same_in_every_process(tmp_path):
+    pytest.importorskip("mediapipe")
+    runs = []
+    for fill in ("165", "37"):
+        out = tmp_path / f"run{fill}.npz"
+        env = dict(os.environ, MALLOC_PERTURB_=fill, GLOG_minloglevel="2")
+        subprocess.run([sys.executable, "-c", _DETECT_SCRIPT, str(default_reference()), str(out)], env=env,
+                       check=True, capture_output=True, timeout=300)
+        runs.append(dict(np.load(out)))
+    first, second = runs
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    # Two calls, and two detectors in one process, agree to the bit as well.
+    np.testing.assert_array_equal(first["landmarks"], first["again"])
+    np.testing.assert_array_equal(first["landmarks"], first["other"])
+
+
+def test_prepare_references_twice_gives_the_same_faces(detector):
+    first, second = (F.prepare_references([default_reference()], size=64, detector=detector, face_fraction=0.35)[0]
+                     for _ in range(2))
+    np.testing.assert_array_equal(first.image, second.image)
+    np.testing.assert_array_equal(first.landmarks, second.landmarks)
+    np.testing.assert_array_equal(first.landmark_map, second.landmark_map)
 
 
 @pytest.mark.parametrize("kind", ["grey", "coffee"])
@@ -369,7 +416,7 @@ def test_select_face_without_faces_and_with_several():
     kps = F.template_kps(512)
     small = fake_detection(kps, box=[0, 0, 10, 10])
     large = fake_detection(kps, box=[0, 0, 50, 40])
-    with pytest.warns(UserWarning, match="3 faces found in pic.*largest"):
+    with pytest.warns(PortraitTalkWarning, match="3 faces found in pic.*largest"):
         assert F.select_face([small, large, small], "pic") is large
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -499,3 +546,95 @@ def test_default_detector_with_nothing_names_both_options(tmp_path, monkeypatch)
     message = str(err.value)
     assert "portraittalk[mediapipe]" in message and "insightface" in message
     assert str(tmp_path / "models" / "antelopev2") in message
+
+
+# --------------------------------------------------------------------------------------------
+# Exposure and colour (normalise_look, PhotoLook)
+# --------------------------------------------------------------------------------------------
+
+
+def _portrait_crop(value_scale: float = 1.0, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic aligned crop with a lit face (landmarks ring) on a mid background, scaled/shifted."""
+    size = 128
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size, 3), np.float64)
+    image[:] = (90, 120, 160)
+    face = (xx - 64) ** 2 / 30**2 + (yy - 64) ** 2 / 40**2 < 1
+    image[face] = (225, 180, 150)
+    image[(xx - 52) ** 2 + (yy - 55) ** 2 < 9] = (20, 15, 10)  # eyes and mouth: the face's dark features
+    image[(xx - 76) ** 2 + (yy - 55) ** 2 < 9] = (20, 15, 10)
+    image[(abs(xx - 64) < 10) & (abs(yy - 85) < 3)] = (120, 40, 50)
+    image = np.clip(image * value_scale + offset, 0, 255).astype(np.uint8)
+    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    landmarks = np.stack([64 + 29 * np.cos(angles), 64 + 39 * np.sin(angles)], 1).astype(np.float32)
+    return image, landmarks
+
+
+def test_a_well_exposed_colour_photo_is_left_as_it_is():
+    image, landmarks = _portrait_crop()
+    look = F.photo_look(image, landmarks)
+    assert not look.changed and look.apply(image) is image
+    frames = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert look.restore(frames) is frames
+
+
+def test_a_dark_photo_is_lifted_for_the_model_and_frames_come_back_dark():
+    image, landmarks = _portrait_crop(value_scale=0.15)
+    look = F.photo_look(image, landmarks)
+    assert look.tone is not None and not look.grayscale
+    seen = look.apply(image)
+    assert np.percentile(seen.max(axis=2), 99.5) == pytest.approx(F.TARGET_HIGHLIGHTS, abs=2)
+    # The photo's own pixels survive the round trip exactly (the curve only stretches where they are) ...
+    np.testing.assert_array_equal(look.restore(seen), image)
+    # ... and a frame drawn at the model's exposure is brought down to the photo's.
+    drawn = np.full((1, 4, 4, 3), 180, np.uint8)
+    assert look.restore(drawn).max() <= image.max() + 1
+    # Whatever the model draws brighter than the photo's brightest comes back as that, not as a glowing patch.
+    assert look.restore(np.full((1, 4, 4, 3), 255, np.uint8)).max() == image.max()
+
+
+def test_a_washed_out_photo_is_darkened_for_the_model_and_restored():
+    image, landmarks = _portrait_crop(value_scale=0.4, offset=150)
+    look = F.photo_look(image, landmarks)
+    assert look.tone is not None
+    seen = look.apply(image)
+    face = F.head_placement_mask(landmarks, 128, margin=0.0) > 0
+    assert np.percentile(seen.min(axis=2)[face], 1) == pytest.approx(F.TARGET_FACE_SHADOWS, abs=2)
+    np.testing.assert_array_equal(look.restore(seen), image)
+
+
+@pytest.mark.parametrize("kind", ["L", "rgb"])
+def test_a_gray_photo_gives_gray_frames(kind):
+    image, landmarks = _portrait_crop()
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    rgb = F.to_rgb_uint8(Image.fromarray(gray, "L") if kind == "L" else np.repeat(gray[..., None], 3, 2))
+    look = F.photo_look(rgb, landmarks)
+    assert look.grayscale and look.tone is None
+    coloured = np.zeros((2, 4, 4, 3), np.uint8)
+    coloured[..., 0] = 200  # red lips, as a model trained on colour photos draws them
+    restored = look.restore(coloured)
+    assert restored.shape == coloured.shape and restored.dtype == np.uint8
+    assert (restored == restored[..., :1]).all() and restored[0, 0, 0, 0] == round(0.299 * 200)
+    np.testing.assert_array_equal(look.restore(rgb), rgb)  # the photo's own gray pixels stay as they were
+    # ComfyUI's float IMAGE tensors too.
+    torch = pytest.importorskip("torch")
+    floats = torch.from_numpy(coloured.astype(np.float32) / 255)
+    back = look.restore(floats)
+    assert isinstance(back, torch.Tensor) and back.dtype == torch.float32
+    assert torch.allclose(back[..., 0], back[..., 2]) and float(back[0, 0, 0, 0]) == pytest.approx(0.299 * 200 / 255)
+
+
+def test_slightly_coloured_photos_are_not_gray():
+    image, landmarks = _portrait_crop()
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] //= 4  # a quarter of the saturation
+    assert not F.photo_look(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), landmarks).grayscale
+
+
+def test_prepare_references_normalises_a_dark_real_photo(astronaut, detector):
+    normal = F.prepare_references([astronaut], size=128, detector=detector)[0]
+    dark = F.prepare_references([(astronaut * 0.15).astype(np.uint8)], size=128, detector=detector,
+                                labels=["dark photo"])[0]
+    assert not normal.look.changed and dark.look.tone is not None and dark.label == "dark photo"
+    assert np.percentile(dark.image.max(axis=2), 99.5) > 150  # what the model sees is lit
+    assert dark.look.restore(dark.image).max() < 60  # what the frames show is the dark photo
