@@ -421,10 +421,10 @@ INSIGHTFACE_PACK_FILES = {
     "antelopev2": ("scrfd_10g_bnkps.onnx", "2d106det.onnx", "glintr100.onnx"),
     "buffalo_l": ("det_10g.onnx", "2d106det.onnx", "w600k_r50.onnx"),
 }
-_INSIGHTFACE_INSTALL = (
-    'pip install insightface onnxruntime (or pip install "portraittalk[insightface]")'
-)
-_MEDIAPIPE_INSTALL = 'pip install "portraittalk[mediapipe]"'
+_INSIGHTFACE_INSTALL = "pip install insightface onnxruntime"
+# mediapipe's wheels with the face-mesh solution exist for CPython 3.10-3.12 only (requirements.txt says which).
+_MEDIAPIPE_INSTALL = ('pip install mediapipe==0.10.14 with the Python that runs PortraitTalk or ComfyUI '
+                      "(Python 3.10-3.12 only)")
 
 
 def insightface_model_dir(root, name: str = "antelopev2") -> Path:

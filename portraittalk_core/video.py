@@ -264,7 +264,9 @@ class VideoWriter:
             cc.colorspace, cc.color_primaries, cc.color_trc = _BT709, _BT709, _BT709
             cc.color_range = _RANGE_LIMITED
             if self._encoder == "libx264":
-                vs.options = {"crf": str(crf), "preset": preset}
+                # mbtree=0: x264's macroblock tree reads uninitialised memory on small frames (seen below 128 px), so
+                # the same frames encoded twice could differ; the same seed must give the same file.
+                vs.options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
             self._vstream = vs
 
             self._audio: np.ndarray | None = None

@@ -135,8 +135,6 @@ with av.open(sys.argv[2]) as video:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="libx264's macroblock tree reads uninitialised memory on frames under 128 px "
-                                       "(64 px here); video.VideoWriter must pass x264-params mbtree=0")
 def test_the_same_seed_gives_the_same_video_on_a_real_photo(reference_path, tmp_path):
     pytest.importorskip("mediapipe")
     videos = []
