@@ -20,7 +20,7 @@ import math
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -581,7 +581,7 @@ class PortraitTalkPipeline:
         motion_latents = None
         try:  # the writer opens inside: an unwritable path closes the progress bar before the error prints
             writer = VideoWriter(out, fps, audio=wave) if out is not None else None
-            with writer if writer is not None else _nothing():
+            with writer if writer is not None else nullcontext():
                 for clip in clips:
                     noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
                                         generator=generator).to(self.device, self.dtype)
@@ -623,11 +623,6 @@ def _timed_iter(iterator, timer: StageTimer, stage: str):
 
 def _is_path(value) -> bool:
     return isinstance(value, (str, Path))
-
-
-@contextmanager
-def _nothing():
-    yield None
 
 
 class _RandomAudioFrontEnd:
