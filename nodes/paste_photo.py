@@ -30,4 +30,5 @@ class PastePhoto(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, refs, portraittalk, region="model default") -> io.NodeOutput:
-        return io.NodeOutput(pasted(images, refs.faces[:1], portraittalk.config, region))
+        face = refs.faces[0]  # frames in the photo's own exposure and colour (face.PhotoLook)
+        return io.NodeOutput(face.look.restore(pasted(images, refs.faces[:1], portraittalk.config, region)))

@@ -203,6 +203,6 @@ class PortraitTalkSampler(io.ComfyNode):
             if paste_photo:
                 decoded = pasted(decoded, photo if moves is None else faces[clip.context:], config, region,
                                  vae.downscale_ratio)
-            frames.append(decoded)
+            frames.append(photo[0].look.restore(decoded))  # the photo's own exposure and colour (face.PhotoLook)
             progress.update(1)
         return io.NodeOutput(torch.cat(frames).float(), float(audio_features.fps))

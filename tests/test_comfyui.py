@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -358,6 +359,22 @@ def test_tiny_talking_face_runs_end_to_end(comfy):
     info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert info.frames == 8 and info.width == 64 and info.audio_codec == "aac"
     assert abs(info.audio_duration - 0.8) <= 0.1
+
+
+@pytest.mark.parametrize("region", ["face", "mouth"])
+def test_a_gray_photo_gives_gray_frames(comfy, region):
+    url, base = comfy
+    from PIL import Image
+    Image.open(base / "input" / "face.jpg").convert("L").save(base / "input" / "gray.png")
+    prompt = tiny_talking_face_prompt()
+    prompt["5"]["inputs"]["image"] = "gray.png"
+    prompt["9"]["inputs"]["region"] = region
+    prompt["11"] = {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}}
+    result = run_prompt(url, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    shown = result["outputs"]["11"]["images"][0]
+    frame = np.asarray(Image.open(base / "temp" / shown["subfolder"] / shown["filename"]).convert("RGB")).astype(int)
+    assert np.abs(frame - frame.mean(axis=2, keepdims=True)).max() <= 1      # no coloured lips on a gray photo
 
 
 def ksampler_prompt(strength: float, patched: bool, lora: bool = False, region: str = "face") -> dict:
