@@ -6,7 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..portraittalk_core.checks import check_resolution
-from ..portraittalk_core.conditioning import prepare_references
+from ..portraittalk_core.conditioning import prepare_references, warn_unknown_faces
 from ..portraittalk_core.errors import warnings_logged
 
 from .types import IdentityRefs, PortraitTalk
@@ -42,5 +42,7 @@ class LoadIdentityRefs(io.ComfyNode):
         labels = [f"image {i + 1} of {images.shape[0]}" for i in range(images.shape[0])]
         with warnings_logged(logging.getLogger(__name__)):  # a second face, a photo the model does not know
             refs = prepare_references(list(images), portraittalk.model, portraittalk.detector, resolution, labels)
+            if portraittalk.probe is not None:
+                warn_unknown_faces(refs.faces, refs.pixels, *portraittalk.probe)
         aligned = (refs.pixels.permute(0, 2, 3, 1) + 1) / 2
         return io.NodeOutput(refs, aligned.clamp(0, 1).to(torch.float32), ui=ui.PreviewImage(aligned, cls=cls))

@@ -9,6 +9,7 @@ from comfy_api.latest import io
 from ..portraittalk_core.errors import WeightsError
 from ..portraittalk_core.face import InsightFaceDetector, MediaPipeDetector
 from ..portraittalk_core.audio import LogMelFrontEnd, Wav2Vec2FrontEnd
+from ..portraittalk_core.conditioning import own_backbone_probe
 from ..portraittalk_core.weights import load_model
 
 from . import folders
@@ -20,8 +21,9 @@ FACE_DETECTORS = ["auto", "insightface antelopev2", "insightface buffalo_l", "me
 class PortraitTalkBundle:
     """What the other nodes need from a loaded model: the networks and the front ends it was trained with."""
 
-    def __init__(self, model, detector, audio_front_end, name: str):
+    def __init__(self, model, detector, audio_front_end, name: str, probe=None):
         self.model, self.detector, self.audio_front_end, self.name = model, detector, audio_front_end, name
+        self.probe = probe  # conditioning.own_backbone_probe: references unlike the faces a narrow model knows
         self.config = model.config
         # ComfyUI's memory management loads it to the GPU with the UNet and offloads it after.
         self.patcher = comfy.model_patcher.ModelPatcher(
@@ -78,5 +80,5 @@ class PortraitTalkLoader(io.ComfyNode):
         path = folders.full_path("portraittalk", weights)
         model = load_model(path)
         bundle = PortraitTalkBundle(model, _detector(face_detector), _audio_front_end(model.config, audio_encoder),
-                                    weights)
+                                    weights, own_backbone_probe(path))
         return io.NodeOutput(bundle)

@@ -16,7 +16,9 @@ from . import audio as audio_io
 from . import face as face_io
 from .config import PortraitTalkConfig
 from .errors import PortraitTalkWarning, WeightsError
+from .backbone import load_backbone
 from .schedulers import make_scheduler
+from .weights import load_model, read_config, read_metadata
 
 
 @dataclass
@@ -145,6 +147,16 @@ def denoising_error(model, backbone, pixels: torch.Tensor) -> torch.Tensor:
     finally:
         net.motion_scale = motion_scale
     return torch.stack(errors)
+
+
+def own_backbone_probe(weights_path) -> tuple | None:
+    """For a narrow model (``known_faces``) whose file carries its own backbone (the demo model): that model on
+    that backbone, (model, backbone), for ``warn_unknown_faces`` in a host that runs the user's MODEL instead
+    (ComfyUI). None for any other model, which is not probed."""
+    if known_faces(read_config(weights_path)) is None or not read_metadata(weights_path).get("backbone"):
+        return None
+    backbone = load_backbone(weights_path)
+    return load_model(weights_path, backbone.unet), backbone
 
 
 def warn_unknown_faces(faces, pixels: torch.Tensor, model, backbone) -> None:

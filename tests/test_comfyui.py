@@ -361,6 +361,21 @@ def test_tiny_talking_face_runs_end_to_end(comfy):
     assert abs(info.audio_duration - 0.8) <= 0.1
 
 
+def test_a_real_photo_with_the_demo_model_is_warned_about_in_the_log(comfy):
+    url, base = comfy
+    prompt = {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "portraittalk_demo.safetensors",
+                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
+        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
+                                                                       "resolution": 64}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+    assert run_prompt(url, prompt)["status"]["status_str"] == "success"
+    log = (base / "server.log").read_text()
+    assert "PortraitTalk: image 1 of 1 is unlike the procedural" in log and "demo face" in log, log[-3000:]
+
+
 @pytest.mark.parametrize("region", ["face", "mouth"])
 def test_a_gray_photo_gives_gray_frames(comfy, region):
     url, base = comfy
