@@ -42,7 +42,9 @@ def check_number(name: str, value, low: float, high: float, integer: bool = Fals
     fix = f"pass {name} {span}, e.g. {_shown(suggestion)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(problem, fix)
-    if not math.isfinite(value) or not low <= value <= high or (integer and not float(value).is_integer()):
+    if isinstance(value, float) and (not math.isfinite(value) or (integer and not value.is_integer())):
+        raise InputError(problem, fix)
+    if not low <= value <= high:  # ints compared exactly: a 400-digit seed is no float
         raise InputError(problem, fix)
 
 

@@ -204,6 +204,7 @@ def no_model_loads(monkeypatch):
     (["--resolution", "100"], ["not a multiple of 64", "e.g. 128"]),
     (["--seed", str(2**64)], ["--seed", "18446744073709551615"]),
     (["--seed", "-1"], ["--seed"]),
+    (["--seed", "1" + "0" * 400], ["--seed"]),
     (["--steps", "0"], ["--steps"]),
     (["--steps", "100000"], ["--steps", "from 1 to 200"]),
     (["--denoise", "nan"], ["--denoise"]),
