@@ -26,8 +26,7 @@ from .assets import default_reference, demo_face
 from .audio import SAMPLE_RATE
 from .checks import STEPS_RANGE, check_device, check_dtype, check_number, check_resolution
 from .config import preset
-from .errors import InputError
-from .schedulers import SCHEDULERS
+from .schedulers import check_sampler
 from .pipeline import GenerationSettings, PortraitTalkPipeline, guidance_weights
 
 
@@ -219,8 +218,7 @@ def main_bench(args) -> int:
         check_resolution(args.resolution, config.vae_scale * 8, config.resolution, "--resolution")
     check_number("--frames", args.frames, 1, 64, integer=True, default=16)
     check_number("--steps", args.steps, *STEPS_RANGE, integer=True, default=4)
-    if args.sampler not in SCHEDULERS:
-        raise InputError(f"unknown sampler '{args.sampler}'", f"use one of: {', '.join(SCHEDULERS)}")
+    check_sampler(args.sampler)
     report = run_bench(args.config, args.resolution, args.frames, args.steps, str(device), dtype,
                        baseline=not args.no_baseline, sampler=args.sampler)
     print(report.text())

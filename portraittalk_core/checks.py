@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
-from .schedulers import SCHEDULERS
+from .schedulers import check_sampler
 from .video import VIDEO_FORMATS
 
 GUIDANCE_RANGE = (0.0, 30.0)     # classifier-free guidance scales: text, identity, audio, restyle
@@ -178,8 +178,7 @@ def check_generation_settings(settings, config) -> None:
         check_number("motion_frames", settings.motion_frames, 0, clip_frames - 1, integer=True,
                      default=min(config.motion_frames, clip_frames - 1))
     check_number("decode_chunk", settings.decode_chunk, 1, 1024, integer=True, default=8)
-    if settings.sampler not in SCHEDULERS:
-        raise InputError(f"unknown sampler '{settings.sampler}'", f"use one of: {', '.join(SCHEDULERS)}")
+    check_sampler(settings.sampler)
     region = settings.region
     if region is not None and region not in ("face", "mouth"):
         raise InputError(f"unknown region '{region}'", "use face (the whole frame) or mouth (lip sync only)")

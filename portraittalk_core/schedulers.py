@@ -18,8 +18,13 @@ SCHEDULERS = {
 }
 
 
-def make_scheduler(name: str, schedule: dict):
+def check_sampler(name: str) -> None:
+    """``name`` is one of ``SCHEDULERS``; else an InputError listing them."""
     if name not in SCHEDULERS:
         raise InputError(f"unknown sampler '{name}'", f"use one of: {', '.join(SCHEDULERS)}")
+
+
+def make_scheduler(name: str, schedule: dict):
+    check_sampler(name)
     cls, extra = SCHEDULERS[name]
     return cls.from_config({**schedule, **extra})
