@@ -13,13 +13,13 @@ import pytest
 from portraittalk_core import face
 from portraittalk_core.audio import frame_count
 from portraittalk_core.errors import PortraitTalkError
-from portraittalk_core.synth import (REGIONS_68, SENTENCES, VOICES, ClipSpec, blinks, caption,
-                                     frame_rms, generate_clip, head_motion, identity_from_seed,
-                                     kps_from_68, main_synth, mouth_curves, palette, plan_dataset,
-                                     render_frame, sample_identity, speak, synth_dataset)
+from portraittalk_core.data.landmarks68 import REGIONS_68, kps_from_68
+from portraittalk_core.synth import (SENTENCES, VOICES, ClipSpec, blinks, caption, frame_rms, generate_clip,
+                                     head_motion, identity_from_seed, main_synth, mouth_curves, palette,
+                                     plan_dataset, render_frame, sample_identity, speak, synth_dataset)
 from portraittalk_core.synth import identity as identity_module
 from portraittalk_core.synth import speech as speech_module
-from portraittalk_core.video import probe_video
+from portraittalk_core.io.video import probe_video
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -131,7 +131,7 @@ def test_prepare_a_generated_video_and_train_on_it(tmp_path):
     """synth -> prepare -> one step of each stage: the data path end to end."""
     from portraittalk_core.synth.dataset import synth_dataset
     from portraittalk_core.training.data import ShardDataset
-    from portraittalk_core.training.prepare import prepare_folder
+    from portraittalk_core.data.prepare import prepare_folder
 
     synth_dataset(tmp_path / "synth", 3, 1, size=96, fps=25.0, seed=0)
     split = next(p for p in sorted((tmp_path / "synth").iterdir()) if p.is_dir() and list(p.glob("*.mp4")))

@@ -48,12 +48,15 @@ import cv2
 import numpy as np
 
 from ..audio import SAMPLE_RATE
+from ..conditioning import mouth_boxes
+from ..data.demo_dataset import DEMO_DATASET
+from ..data.landmarks68 import synthetic_detection
+from ..data.prepare import prepare_folder, read_video, sidecar_landmarks
+from ..data.shards import Shard
 from ..errors import InputError
 from ..head_motion import motion_from_landmarks
+from ..synth.dataset import synth_dataset
 from ..synth.identity import BACKGROUND_COLOURS
-from ..conditioning import mouth_boxes
-from ..training.data import Shard
-from ..training.prepare import prepare_folder, read_video, sidecar_landmarks, synthetic_detection
 from .adfd import adfd, face_scale, mouth_opening, ordering_test
 from .landmarks import load_regressor, save_regressor, train_landmark_regressor
 from .metrics import flicker, landmark_distance, lip_sync_correlation, psnr, ssim
@@ -94,7 +97,7 @@ class EvalSettings:
 
 
 class KnownFace:
-    """A face 'detector' that returns the synthetic clip's exact landmarks (see prepare.synthetic_detection),
+    """A face 'detector' that returns the synthetic clip's exact landmarks (see data/landmarks68.synthetic_detection),
     so that the generated frames are aligned exactly as the ground-truth crops are."""
 
     name = "exact synthetic landmarks"
@@ -115,14 +118,11 @@ def eval_data(settings: EvalSettings, resolution: int, face_fraction: float) -> 
     """(synth folder, {split: shards}): the recipe's splits, synthesised if needed and prepared (aligned crops,
     exact landmarks) at the model's resolution and face framing. Train and val teach the measuring regressor;
     test (or val, for tuning) is measured."""
-    from ..training.recipe import DEMO
-    from ..synth.dataset import synth_dataset
-
     out = Path(settings.out)
     data = Path(settings.data) if settings.data else out / "synth"
     if settings.data is None:
-        synth_dataset(data, DEMO.identities, DEMO.clips_per_identity, DEMO.synth_size, seed=DEMO.seed,
-                      workers=settings.workers)
+        synth_dataset(data, DEMO_DATASET.identities, DEMO_DATASET.clips_per_identity, DEMO_DATASET.size,
+                      seed=DEMO_DATASET.seed, workers=settings.workers)
     for split in SPLITS:
         if not any((data / split).glob("*.mp4")):
             raise InputError(f"no {split} clips (*.mp4) in '{data / split}'",

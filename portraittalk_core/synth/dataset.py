@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import frame_count
+from ..data.landmarks68 import kps_from_68
 from ..errors import InputError, PortraitTalkError
-from ..video import VideoWriter
+from ..io.video import VideoWriter
 
 from .identity import caption, identity_from_seed
 from .motion import blinks, head_motion, mouth_width, speech_curves
-from .render import kps_from_68, render_frame
+from .render import render_frame
 from .speech import SENTENCES, VOICES, speak, voice_slug
 
 SPLITS = ("train", "val", "test")

@@ -15,10 +15,7 @@ with INTER_AREA, which gives clean edges at 64-128 px. Layers, back to front: ba
 ears, hair behind the head, neck, head, cheeks, nose, eyes, brows, beard, mouth, hair on top,
 glasses.
 
-The 68-point layout is iBUG's: jaw 0-16 (image left to right), brows 17-21 and 22-26, nose
-bridge 27-30 and base 31-35, eyes 36-41 and 42-47 (outer corner, two upper, inner corner, two
-lower for the image-left eye; inner corner first for the image-right one), outer lip 48-59 (48
-and 54 are the corners) and inner lip 60-67 (60 and 64 the corners, 62 upper and 66 lower middle).
+The 68-point layout is iBUG's (data/landmarks68.py).
 """
 
 from __future__ import annotations
@@ -43,26 +40,11 @@ HEAD_PIVOT = (0.0, 0.1)  # face units: where the head turns (between the eyes an
 SUPERSAMPLE = 2
 _SHIFT = 4  # cv2 sub-pixel bits: coordinates in 1/16 px
 
-REGIONS_68: dict[str, np.ndarray] = {
-    "outline": np.arange(0, 17),
-    "brows": np.arange(17, 27),
-    "nose": np.arange(27, 36),
-    "eyes": np.arange(36, 48),
-    "mouth": np.arange(48, 68),
-}
-
 # Shared sample grids. Landmarks are picked at grid positions, so they are vertices of the drawn
 # polygons rather than points near them.
 _EYE_U = np.linspace(-1.0, 1.0, 25)  # contains +-1/3
 _LIP_U = np.linspace(-1.0, 1.0, 61)  # contains +-2/3, +-0.3, +-0.9, +-0.45... in steps of 1/30
 _BROW_T = np.linspace(0.0, 1.0, 21)  # contains 0, 1/4, 1/2, 3/4, 1
-
-
-def kps_from_68(landmarks: np.ndarray) -> np.ndarray:
-    """(5, 2) keypoints in ``face.FaceDetection`` order: eye centres (mean of each eye's six
-    contour points), nose tip (30), mouth corners (48, 54)."""
-    lm = np.asarray(landmarks, dtype=np.float32)
-    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]]).astype(np.float32)
 
 
 # ---- colours ---------------------------------------------------------------------------------------

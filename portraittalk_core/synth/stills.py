@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .. import face as face_io
+from ..data.landmarks68 import synthetic_detection
 from .dataset import _hash31
 from .identity import caption, identity_from_seed
 from .render import render_frame
@@ -40,8 +41,6 @@ def still_seeds(seed: int, count: int) -> list[int]:
 def render_still(identity_seed: int, size: int, train_size: int, face_fraction: float
                  ) -> tuple[np.ndarray, np.ndarray, str]:
     """One aligned still: (crop (train_size, train_size, 3) uint8, landmarks (68, 2) in crop pixels, caption)."""
-    from ..training.prepare import synthetic_detection
-
     identity = identity_from_seed(identity_seed)
     rng = np.random.default_rng([identity_seed, 2])  # stream 2: the still's expression and pose
     image, landmarks = render_frame(

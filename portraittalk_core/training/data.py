@@ -1,4 +1,4 @@
-"""Training samples from prepared shards (see prepare.py).
+"""Training samples from prepared shards (data/shards.py).
 
 Stage 1 takes single frames with a reference frame of the same clip; stage 2 takes clips of consecutive
 frames with their audio windows and the clip's structure maps; stage motion takes clips with the head's movement
@@ -12,7 +12,6 @@ The single-frame stages (base, 1) can also take stills of many more people (``St
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,9 @@ import torch
 
 from ..audio import frame_windows
 from ..conditioning import mouth_boxes, structure_maps
+from ..data.shards import Shard
 from ..errors import InputError
 from ..head_motion import motion_from_landmarks
-
-
-@dataclass
-class Shard:
-    path: Path
-    meta: dict
-    arrays: dict[str, np.ndarray]
-
-    @classmethod
-    def load(cls, path: Path) -> "Shard":
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files if k != "meta"}
-            meta = json.loads(str(data["meta"]))
-        return cls(path, meta, arrays)
 
 
 def _pixels(frames: np.ndarray) -> torch.Tensor:

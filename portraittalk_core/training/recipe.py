@@ -18,9 +18,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.demo_dataset import DEMO_DATASET
+from ..data.prepare import prepare_folder
 from ..synth.dataset import synth_dataset
 from ..synth.stills import make_stills
-from .prepare import prepare_folder
 from .trainer import BACKBONE_STAGES, STILLS_STAGES, Trainer, TrainSettings
 
 
@@ -42,10 +43,10 @@ class StagePlan:
 @dataclass(frozen=True)
 class Recipe:
     config: str = "demo"
-    seed: int = 0
-    identities: int = 60
-    clips_per_identity: int = 6
-    synth_size: int = 128
+    seed: int = DEMO_DATASET.seed
+    identities: int = DEMO_DATASET.identities
+    clips_per_identity: int = DEMO_DATASET.clips_per_identity
+    synth_size: int = DEMO_DATASET.size
     train_size: int = 64
     # Stills of this many more people for the vae, text, base and stage 1 (synth/stills.py); 0: the clips' frames only.
     stills: int = 3000

@@ -1,14 +1,8 @@
-"""``portraittalk prepare``: talking-head videos -> one compact training shard per video.
+"""``portraittalk prepare``: talking-head videos -> one compact training shard per video (shards.py: what a
+shard holds).
 
-A shard (``<name>.npz``) holds, at the training resolution:
-- ``frames`` (F, S, S, 3) uint8: the face track, aligned once per video with a similarity transform from
-  the median of the detected keypoints, so head motion inside the clip is kept (the model learns it);
-- ``landmarks`` (F, N, 2) float32 in crop pixels, and ``head_masks`` (S, S) uint8 (the head placement mask
-  of the whole track: where the head goes over the clip);
-- ``audio`` (S_audio,) float16: the speech at 16 kHz mono, and ``audio_features`` (T, L, C) float16 with
-  ``feature_rate`` from the model's audio front end;
-- ``embedding`` (512,) when the face detector gives ArcFace embeddings;
-- ``meta``: JSON with fps, frame count, landmark regions, caption, source.
+Each video's face track is aligned once, with a similarity transform from the median of the detected keypoints,
+so head motion inside the clip is kept (the model learns it).
 
 Videos from ``portraittalk synth`` carry exact landmarks in a sidecar ``.npz``; those are used instead of
 detection. A bad video (no face, no audio, several speakers, corrupt) is skipped and reported, and never
@@ -31,6 +25,9 @@ import numpy as np
 from .. import audio as audio_io
 from .. import face as face_io
 from ..errors import FaceError, PortraitTalkError
+from ..io.video import video_frames
+from .landmarks68 import synthetic_detection
+from .shards import write_shard
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
@@ -46,12 +43,8 @@ class PrepareResult:
 def read_video(path: Path) -> tuple[np.ndarray, float]:
     """All frames (F, H, W, 3) uint8 and the frame rate. Raises PortraitTalkError on a corrupt file."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise PortraitTalkError(f"{path.name} has no video stream", "give a video file")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        with video_frames(path) as (decoded, fps):  # a file without a video stream: NoVideoStream, a PortraitTalkError
+            frames = list(decoded)
     except av.error.FFmpegError as err:
         raise PortraitTalkError(f"{path.name} cannot be decoded ({err})", "re-encode it with ffmpeg") from err
     if not frames:
@@ -67,17 +60,6 @@ def sidecar_landmarks(path: Path):
         if "landmarks" not in data:
             return None
         return data["landmarks"].astype(np.float32)
-
-
-def synthetic_detection(landmarks: np.ndarray) -> face_io.FaceDetection:
-    """The 'detection' of a synthetic clip from its exact landmarks (F, 68, 2): the first frame's points,
-    and the clip's median keypoints, so that every frame is aligned by the same steady transform."""
-    from ..synth.render import REGIONS_68, kps_from_68
-
-    kps = np.median(np.stack([kps_from_68(lm) for lm in landmarks]), axis=0)
-    return face_io.FaceDetection(bbox=np.r_[landmarks[0].min(0), landmarks[0].max(0)], score=1.0, kps=kps,
-                                 landmarks=landmarks[0], regions={k: np.asarray(v) for k, v in REGIONS_68.items()},
-                                 embedding=None)
 
 
 def _caption(path: Path) -> str:
@@ -147,8 +129,6 @@ def prepare_video(path: Path, out_dir: Path, size: int, front_end, detector=None
     landmarks = np.stack([lm @ matrix[:, :2].T + matrix[:, 2] for lm in landmarks_src]).astype(np.float32)
     head_mask = face_io.head_placement_mask(landmarks.reshape(-1, 2), size)
     features = front_end(wave)
-    out = out_dir / f"{path.stem}.npz"
-    partial = out.with_suffix(".partial.npz")
     arrays = dict(frames=crops, landmarks=landmarks, head_masks=(head_mask > 0).astype(np.uint8),
                   audio=wave.samples.astype(np.float16), audio_features=features.numpy().astype(np.float16))
     if embedding is not None:
@@ -157,9 +137,7 @@ def prepare_video(path: Path, out_dir: Path, size: int, front_end, detector=None
                 front_end=front_end.name, duration=wave.duration, caption=_caption(path), source=str(path),
                 regions={k: np.asarray(v).tolist() for k, v in regions.items()},
                 landmarks="exact" if exact is not None else f"detected every {detect_every} frames, interpolated")
-    np.savez_compressed(partial, meta=np.array(json.dumps(meta)), **arrays)
-    partial.replace(out)
-    return out
+    return write_shard(out_dir / f"{path.stem}.npz", meta, arrays)
 
 
 def _worker(args) -> tuple[str, str | None]:
