@@ -28,6 +28,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from . import face as face_io
 from .errors import FaceError, InputError
+from .io.video import NoVideoStream, video_frames
 
 # The landmarks that move with the head, not on their own. Not the eyes (blinks) or the mouth, and not the outline:
 # its lower half is the jaw, which drops as the mouth opens, so a fit to it moves the whole photo with the driver's
@@ -120,27 +121,15 @@ def read_head_motion(path, detector, resolution: int, face_fraction: float, seco
         raise InputError(f"driving video not found: '{path.name}' in '{path.parent.resolve()}'",
                          "check the path given to --head-motion")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path.name} has no video stream", "give --head-motion a video of a talking head")
-            stream = container.streams.video[0]
-            source_fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-            step = max(1, int(source_fps // max_fps)) if max_fps else 1
-            last = None if seconds is None else seconds + 1.0 / source_fps
-
-            def sampled():
-                for index, frame in enumerate(container.decode(stream)):
-                    if last is not None and index / source_fps > last:
-                        return
-                    if index % step == 0:
-                        yield frame.to_ndarray(format="rgb24")
-
-            transforms = motion_from_frames(sampled(), detector, resolution, face_fraction,
+        with video_frames(path, seconds=seconds, max_fps=max_fps) as (frames, fps):
+            transforms = motion_from_frames(frames, detector, resolution, face_fraction,
                                             f"the driving video {path.name}")
+    except NoVideoStream:
+        raise InputError(f"{path.name} has no video stream", "give --head-motion a video of a talking head") from None
     except av.error.FFmpegError as err:
         raise InputError(f"the driving video {path.name} cannot be decoded ({err})",
                          "re-encode it with ffmpeg, or give another video") from err
-    return HeadMotion(transforms, source_fps / step, resolution)
+    return HeadMotion(transforms, fps, resolution)
 
 
 def motion_from_speech(model, audio_windows: torch.Tensor, fps: float, resolution: int,

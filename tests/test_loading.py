@@ -14,9 +14,9 @@ from conftest import tone
 from portraittalk_core.backbone import load_backbone, random_backbone
 from portraittalk_core.config import tiny
 from portraittalk_core.errors import WeightsError
+from portraittalk_core.io.video import probe_video
 from portraittalk_core.models import PortraitTalkModel
 from portraittalk_core.pipeline import GenerationSettings, PortraitTalkPipeline
-from portraittalk_core.video import probe_video
 from portraittalk_core.weights import save_model
 
 

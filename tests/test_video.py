@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from portraittalk_core.errors import Cancelled, InputError, PortraitTalkError
-from portraittalk_core.video import VideoInfo, VideoWriter, probe_video, write_video
+from portraittalk_core.io.video import VideoInfo, VideoWriter, probe_video, write_video
 
 
 @dataclass
@@ -149,7 +149,7 @@ def test_abort_keeps_existing_target_untouched(tmp_path):
 
 
 def test_libx264_is_the_encoder_here():
-    from portraittalk_core.video import _h264_encoder
+    from portraittalk_core.io.video import _h264_encoder
 
     assert _h264_encoder() == "libx264"  # PyAV's wheel bundles libx264
 

@@ -1,4 +1,5 @@
-"""Writing the generated frames and the driving audio into an mp4, and reading an mp4's facts back.
+"""Video files: the generated frames and the driving audio written into an mp4, a video's frames read
+back, and an mp4's facts probed.
 
 ``VideoWriter`` streams frames into an H.264 (yuv420p) + AAC mp4 with PyAV: each frame is converted
 and handed to the encoder as it arrives and the encoder's packets go straight to the file, so
@@ -16,6 +17,10 @@ No half-written video is ever left at the target path: the file is written under
 temporary name beside the target (``.<name>.<random>.part``) and renamed into place only when
 ``close()`` succeeds. An exception inside the ``with`` block (``KeyboardInterrupt`` and
 ``errors.Cancelled`` included) or ``abort()`` deletes the partial file.
+
+``video_frames`` is the one place a video's frames are decoded (a driving video's head motion, the
+training shards): RGB uint8 frames of the first video stream, decoded as they are taken, optionally
+only the first seconds and at most so many frames a second.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,9 +40,9 @@ from typing import Any
 import av
 import numpy as np
 
-from .errors import InputError, PortraitTalkError
+from ..errors import InputError, PortraitTalkError
 
-__all__ = ["VideoWriter", "write_video", "VideoInfo", "probe_video"]
+__all__ = ["VideoWriter", "write_video", "VideoInfo", "probe_video", "video_frames", "NoVideoStream"]
 
 log = logging.getLogger(__name__)
 
@@ -541,3 +547,38 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(frames=frames, fps=fps, width=width, height=height, duration=duration,
                      video_codec=video_codec, audio_codec=audio_codec,
                      audio_duration=audio_duration, audio_rate=audio_rate)
+
+
+class NoVideoStream(InputError):
+    """A file opened as a video holds no video stream (an audio file, say)."""
+
+
+@contextmanager
+def video_frames(path: str | os.PathLike, seconds: float | None = None,
+                 max_fps: float | None = None) -> Iterator[tuple[Iterator[np.ndarray], float]]:
+    """``(frames, fps)`` of the first video stream of the file at ``path``, open while the ``with`` block runs.
+
+    ``frames`` yields each frame as an RGB uint8 (H, W, 3) array, decoded as it is taken, so a long video
+    need not fit in memory; ``fps`` is their rate. The stream's rate is its average rate, else the rate
+    FFmpeg guesses, else 25. ``seconds``: only the frames up to ``seconds`` (and one frame past it) are
+    read (None: all). ``max_fps``: every n-th frame is kept, n the whole number of source frames per
+    ``max_fps`` frames (at least 1), and ``fps`` is the source rate / n. Raises NoVideoStream for a file
+    without a video stream; PyAV's ``av.error.FFmpegError`` for a file FFmpeg cannot open or decode, while
+    opening or while the frames are taken, which callers name in their own words."""
+    path = Path(path)
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise NoVideoStream(f"{path.name} has no video stream", "give a video file")
+        stream = container.streams.video[0]
+        source_fps = float(stream.average_rate or stream.guessed_rate or 25.0)
+        step = max(1, int(source_fps // max_fps)) if max_fps else 1
+        last = None if seconds is None else seconds + 1.0 / source_fps
+
+        def sampled():
+            for index, frame in enumerate(container.decode(stream)):
+                if last is not None and index / source_fps > last:
+                    return
+                if index % step == 0:
+                    yield frame.to_ndarray(format="rgb24")
+
+        yield sampled(), source_fps / step
