@@ -1,4 +1,4 @@
-"""Tests for portraittalk_core.audio: loading, frame counts, per-frame windows and front ends.
+"""Tests for portraittalk_core.audio and io.audio: loading, frame counts, per-frame windows and front ends.
 
 Every signal is synthesised here (a 220 Hz tone with a fade in and out; the second channel at half
 amplitude) and every file is written with PyAV, so the tests need no data files and no downloads.
@@ -20,7 +20,6 @@ from portraittalk_core.audio import (
     LogMelFrontEnd,
     Wav2Vec2FrontEnd,
     Waveform,
-    _chunk_plan,
     check_not_silent,
     encode_audio,
     features_from_hidden_states,
@@ -28,6 +27,7 @@ from portraittalk_core.audio import (
     frame_windows,
     load_audio,
 )
+from portraittalk_core.audio.wav2vec2 import _chunk_plan
 from portraittalk_core.errors import AudioError, InputError, WeightsError
 
 TONE_HZ = 220.0
