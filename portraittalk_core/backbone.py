@@ -15,8 +15,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .config import PortraitTalkConfig
+from .config import PortraitTalkConfig, sd15
 from .errors import WeightsError
+from .io.safetensors import check_state_dict, read_metadata, read_state_dict
 from .tokenizers import make_tokenizer
 
 # Stable Diffusion 1.5's training noise schedule (scheduler_config.json of the original release).
@@ -99,8 +100,6 @@ def backbone_from_tensors(config: PortraitTalkConfig, tensors: dict[str, torch.T
                           dtype=torch.float32) -> Backbone:
     """A backbone of ``config``'s shapes (and tokenizer) with the given weights: our own small backbones
     (the embedded demo model), trained from scratch by ``portraittalk train --stage vae|base``."""
-    from .weights import check_state_dict
-
     backbone = random_backbone(config)
     for part in BACKBONE_PARTS:
         module = getattr(backbone, part)
@@ -151,8 +150,6 @@ def _own_backbone(path: Path, dtype) -> Backbone | None:
     """A backbone file of ours, or a PortraitTalk weights file with a backbone inside; None otherwise."""
     if path.suffix.lower() != ".safetensors" or not path.exists():
         return None
-    from .weights import read_metadata, read_state_dict
-
     meta = read_metadata(path)
     if meta.get("format") == "portraittalk-backbone":
         return backbone_from_tensors(PortraitTalkConfig.from_json(meta["config"]), read_state_dict(path), "", dtype)
@@ -197,8 +194,6 @@ def _load_single_file(path: Path, tokenizer_folder, dtype) -> Backbone:
     from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
                                                      convert_ldm_vae_checkpoint)
     from safetensors.torch import load_file
-
-    from .config import sd15
 
     try:
         checkpoint = load_file(str(path))

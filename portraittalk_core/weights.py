@@ -4,7 +4,7 @@ The file holds ``PortraitTalkModel.trainable_state_dict()``: IdentityNet, Animat
 (identity/audio attention, structure encoder, temporal modules), the projections and, for models
 without ArcFace, the builtin face encoder. AnimateNet's base UNet comes from the backbone. Metadata:
 ``format=portraittalk``, ``format_version``, ``config`` (JSON of ``PortraitTalkConfig``).
-Only safetensors is read: nothing is ever unpickled.
+Only safetensors is read (io/safetensors.py): nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .backbone import backbone_tensors
 from .config import PortraitTalkConfig
 from .errors import WeightsError
+from .io.safetensors import check_state_dict, read_metadata, read_state_dict
+from .models import PortraitTalkModel
 
 FORMAT = "portraittalk"
 FORMAT_VERSION = "1"
@@ -27,8 +29,6 @@ def save_model(model, path, metadata: dict[str, str] | None = None, backbone=Non
     """Write ``model`` (a PortraitTalkModel) to ``path``; written beside and renamed, never half-written.
     With ``backbone`` (a small backbone of our own, as the demo model's) it goes into the same file under
     ``backbone.``, so one file is the whole model."""
-    from .backbone import backbone_tensors
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = dict(model.trainable_state_dict())
@@ -44,28 +44,6 @@ def save_model(model, path, metadata: dict[str, str] | None = None, backbone=Non
     return path
 
 
-def _open(path: Path):
-    if not path.exists():
-        raise WeightsError(f"PortraitTalk weights not found: looked for '{path.name}' in '{path.parent}'",
-                           f"put the .safetensors file in '{path.parent}' or pass its path")
-    if path.is_dir():
-        raise WeightsError(f"'{path}' is a folder, not a weights file",
-                           "pass the path of the .safetensors file inside it")
-    if path.suffix.lower() != ".safetensors":
-        raise WeightsError(f"'{path}' is not a .safetensors file; PortraitTalk never loads pickled weights",
-                           "use the .safetensors release of the weights")
-    try:
-        return safe_open(str(path), framework="pt")
-    except Exception as err:  # safetensors raises its own types for a bad header
-        raise WeightsError(f"'{path}' is not a readable safetensors file ({err})",
-                           "the file is corrupt or incomplete: download or train it again") from err
-
-
-def read_metadata(path) -> dict[str, str]:
-    with _open(Path(path)) as handle:
-        return dict(handle.metadata() or {})
-
-
 def read_config(path) -> PortraitTalkConfig:
     path = Path(path)
     meta = read_metadata(path)
@@ -78,29 +56,6 @@ def read_config(path) -> PortraitTalkConfig:
         raise WeightsError(f"'{path}': {err.problem}", err.fix) from err
 
 
-def read_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
-    with _open(Path(path)) as handle:
-        return {k: handle.get_tensor(k).to(device) for k in handle.keys()}
-
-
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str,
-                     limit: int = 5) -> None:
-    """Raise a readable WeightsError listing the first missing, unexpected and mis-shaped tensors."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    wrong = [f"{k} (file {tuple(found[k].shape)}, model {tuple(expected[k].shape)})"
-             for k in expected if k in found and found[k].shape != expected[k].shape]
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    for label, names in (("wrong shape", wrong), ("missing", missing), ("unexpected", unexpected)):
-        if names:
-            more = f" and {len(names) - limit} more" if len(names) > limit else ""
-            parts.append(f"{len(names)} {label}: {', '.join(names[:limit])}{more}")
-    raise WeightsError(f"the weights in {source} do not match the model: " + "; ".join(parts),
-                       "use weights saved for this model config and version, or the matching --config")
-
-
 def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
     """Build the PortraitTalkModel described in the file and load its weights, checked by name and shape.
 
@@ -108,8 +63,6 @@ def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
     which patches the user's own UNet) the network is built on the meta device, the file's tensors are
     assigned in place, and AnimateNet's base is left empty: no memory or time goes to a UNet nobody runs.
     """
-    from .models import PortraitTalkModel
-
     path = Path(path)
     config = read_config(path)
     found = {k: v for k, v in read_state_dict(path).items() if not k.startswith("backbone.")}

@@ -9,8 +9,9 @@ from safetensors.torch import save_file
 from portraittalk_core.backbone import random_backbone
 from portraittalk_core.config import PortraitTalkConfig, tiny
 from portraittalk_core.errors import WeightsError
+from portraittalk_core.io.safetensors import read_metadata
 from portraittalk_core.models import PortraitTalkModel
-from portraittalk_core.weights import load_model, read_config, read_metadata, save_model
+from portraittalk_core.weights import load_model, read_config, save_model
 
 
 @pytest.fixture(scope="module")
