@@ -23,6 +23,8 @@ from PIL import Image
 
 from portraittalk_core import face as F
 from portraittalk_core.assets import default_reference
+from portraittalk_core.face import detector_choice
+from portraittalk_core.face.landmarks import LAYOUT_468
 from portraittalk_core.errors import FaceError, InputError, PortraitTalkWarning, WeightsError
 
 ASTRONAUT_BOX = np.array([174, 68, 277, 172], dtype=np.float32)
@@ -309,7 +311,7 @@ def test_mediapipe_layout_matches_mediapipe_connection_sets():
         "mouth": c.FACEMESH_LIPS,
     }
     for name, edges in expected.items():
-        drawn = {frozenset(pair) for line in F._LAYOUT_468[name] for pair in zip(line, line[1:])}
+        drawn = {frozenset(pair) for line in LAYOUT_468[name] for pair in zip(line, line[1:])}
         assert drawn == {frozenset(e) for e in edges}, name
 
 
@@ -540,7 +542,7 @@ def test_default_detector_without_insightface_is_mediapipe(tmp_path, monkeypatch
 
 
 def test_default_detector_with_nothing_names_both_options(tmp_path, monkeypatch):
-    monkeypatch.setattr(F, "mediapipe_available", lambda: False)
+    monkeypatch.setattr(detector_choice, "mediapipe_available", lambda: False)  # default_detector asks there
     with pytest.raises(WeightsError) as err:
         F.default_detector(tmp_path)
     message = str(err.value)
