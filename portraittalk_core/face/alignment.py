@@ -19,6 +19,7 @@ from .images import MIN_IMAGE_SIDE, check_rgb_uint8
 from .look import PhotoLook
 from .masks import head_placement_mask, rasterize_landmarks
 
+
 @dataclass
 class AlignedFace:
     """A reference face warped onto the portrait template, ready for the generator."""

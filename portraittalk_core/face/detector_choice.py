@@ -18,6 +18,7 @@ from .insightface_detector import (
 )
 from .mediapipe_detector import MEDIAPIPE_INSTALL, MediaPipeDetector, mediapipe_available
 
+
 def _default_insightface_roots() -> list[Path]:
     # insightface's own default (~/.insightface/models/<name>); ComfyUI passes its folder.
     return [Path.home() / ".insightface"]

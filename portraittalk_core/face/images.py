@@ -2,8 +2,8 @@
 torch tensor (a ComfyUI IMAGE), or says exactly what is wrong with it.
 
 Also the checks the rest of the package makes on images: ``check_rgb_uint8`` for code that needs the
-converted array, ``is_pil_image`` and ``is_torch_tensor``, which tell the types apart without importing
-torch.
+converted array, and ``is_pil_image`` and ``is_torch_tensor``, which recognise those types (a tensor
+without importing torch).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .landmarks import LAYOUT_468, layout_regions
 
 # mediapipe's wheels with the face-mesh solution exist for CPython 3.10-3.12 only (requirements.txt says which).
 MEDIAPIPE_INSTALL = ('pip install mediapipe==0.10.14 with the Python that runs PortraitTalk or ComfyUI '
-                      "(Python 3.10-3.12 only)")
+                     "(Python 3.10-3.12 only)")
 
 
 # Mesh points for the 5 keypoints: the eye contours are averaged into eye centres; the nose

@@ -17,6 +17,7 @@ from .detector_choice import default_detector
 from .images import is_pil_image, is_torch_tensor, to_rgb_uint8
 from .look import photo_look
 
+
 def normalise_look(face: AlignedFace) -> AlignedFace:
     """The aligned face with a very dark or washed-out crop brought to a usual exposure, and its
     ``look`` set so that ``face.look.restore`` gives generated frames the photo's look back.
