@@ -43,7 +43,7 @@ def folder(name: str) -> str:
 
 def files_with_backbone() -> list[str]:
     """PortraitTalk files that carry their own small backbone (the demo model): Backbone Loader lists them."""
-    from ..portraittalk_core.weights import read_metadata
+    from ..portraittalk_core.io.safetensors import read_metadata
 
     found = []
     for name in portraittalk_files():

@@ -8,7 +8,7 @@ from comfy_api.latest import InputImpl, io, ui
 
 from ..portraittalk_core.checks import check_finite
 from ..portraittalk_core import audio as audio_io
-from ..portraittalk_core.video import VideoWriter
+from ..portraittalk_core.io.video import VideoWriter
 
 CHUNK = 16  # frames handed to the encoder at a time; interruption is checked between chunks
 

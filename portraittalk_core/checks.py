@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .io.video import VIDEO_FORMATS
 from .schedulers import check_sampler
-from .video import VIDEO_FORMATS
 
 GUIDANCE_RANGE = (0.0, 30.0)     # classifier-free guidance scales: text, identity, audio, restyle
 STRENGTH_RANGE = (0.0, 2.0)      # weights of the added attention paths and the temporal modules

@@ -16,9 +16,10 @@ from . import audio as audio_io
 from . import face as face_io
 from .config import PortraitTalkConfig
 from .errors import PortraitTalkWarning, WeightsError
+from .io.safetensors import read_metadata
 from .backbone import load_backbone
 from .schedulers import make_scheduler
-from .weights import load_model, read_config, read_metadata
+from .weights import load_model, read_config
 
 
 @dataclass

@@ -41,10 +41,11 @@ from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_b
 from .config import PortraitTalkConfig, preset
 from .errors import Cancelled, InputError, PortraitTalkWarning, WeightsError
 from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_motion, retime
+from .io.safetensors import read_metadata
+from .io.video import VideoWriter
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
 from .schedulers import make_scheduler
-from .video import VideoWriter
-from .weights import load_model, read_config, read_metadata
+from .weights import load_model, read_config
 
 
 @dataclass

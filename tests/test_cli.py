@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import tone
 from portraittalk_core.cli import main
-from portraittalk_core.video import probe_video
+from portraittalk_core.io.video import probe_video
 
 RATE = 16_000
 
@@ -168,7 +168,7 @@ def test_no_file_left_on_error(inputs):
 def test_demo_runs_the_embedded_model_on_the_shipped_face(tmp_path, capsys):
     """README's first command without setup: the committed demo model, the shipped face and speech."""
     from portraittalk_core.assets import DEMO_WEIGHTS
-    from portraittalk_core.video import probe_video
+    from portraittalk_core.io.video import probe_video
 
     assert DEMO_WEIGHTS.stat().st_size <= 30 * 2**20                  # the issue's budget for the embedded model
     out = tmp_path / "demo.mp4"

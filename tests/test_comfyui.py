@@ -274,7 +274,7 @@ def test_demo_workflow_runs_in_a_comfyui_venv_with_only_requirements_txt(comfy, 
     assert "1.00 s of audio -> 25 frames at 25 fps" in json.dumps(result["outputs"][encode])
     combine = next(k for k, n in prompt.items() if n["class_type"] == "PortraitTalkVideoCombine")
     saved = result["outputs"][combine]["images"][0]
-    from portraittalk_core.video import probe_video
+    from portraittalk_core.io.video import probe_video
     info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert info.frames == 25 and info.width == 64 and info.audio_codec == "aac"
 
@@ -299,7 +299,7 @@ def test_refs_audio_and_video_nodes_run(comfy):
     assert result["status"]["status_str"] == "success", result["status"]
     saved = result["outputs"]["7"]["images"][0]
     path = base / "output" / saved["subfolder"] / saved["filename"]
-    from portraittalk_core.video import probe_video
+    from portraittalk_core.io.video import probe_video
     info = probe_video(path)
     assert info.frames == 8 and info.width == 128 and info.audio_codec == "aac"
     assert abs(info.audio_duration - 0.8) <= 0.1
@@ -355,7 +355,7 @@ def test_tiny_talking_face_runs_end_to_end(comfy):
     result = run_prompt(url, tiny_talking_face_prompt())
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
     saved = result["outputs"]["10"]["images"][0]
-    from portraittalk_core.video import probe_video
+    from portraittalk_core.io.video import probe_video
     info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert info.frames == 8 and info.width == 64 and info.audio_codec == "aac"
     assert abs(info.audio_duration - 0.8) <= 0.1
@@ -608,7 +608,7 @@ def test_example_workflow_validates(comfy, workflow):
         result = history[prompt_id]
         assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
         saved = next(o for o in result["outputs"].values() if o.get("animated") == [True])["images"][0]
-        from portraittalk_core.video import probe_video
+        from portraittalk_core.io.video import probe_video
         info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
         # tiny smoke: 6.42 s at 12.5 fps; demo: the same speech at 25 fps
         assert info.frames == (161 if "demo" in workflow.stem else 81) and info.audio_codec == "aac"
@@ -731,7 +731,7 @@ def test_smoke_workflow_runs_from_the_frontend_and_shows_audio_info(comfy, tmp_p
     assert shown["read_only"], printed
     videos = list((base / "output" / "PortraitTalk").glob("smoke_*.mp4"))
     assert videos, printed
-    from portraittalk_core.video import probe_video
+    from portraittalk_core.io.video import probe_video
     assert probe_video(videos[0]).frames == 81
 
 
@@ -786,6 +786,6 @@ def test_a_4x_vae_backbone_runs_end_to_end(comfy):
     result = run_prompt(url, prompt)
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
     saved = result["outputs"]["10"]["images"][0]
-    from portraittalk_core.video import probe_video
+    from portraittalk_core.io.video import probe_video
     info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert info.frames == 8 and info.width == 64

@@ -14,7 +14,7 @@ import torch
 from conftest import tone
 from portraittalk_core.errors import Cancelled, InputError
 from portraittalk_core.pipeline import GenerationSettings, guidance_weights
-from portraittalk_core.video import probe_video
+from portraittalk_core.io.video import probe_video
 
 RATE = 16_000
 
