@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, UniPCMultistepScheduler)
-
 from .errors import InputError
 
+# name -> (diffusers scheduler class, its options). Names only here: the settings that list them are read by the
+# command line's --help, which should not wait for diffusers to import.
 SCHEDULERS = {
-    "ddim": (DDIMScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler_a": (EulerAncestralDiscreteScheduler, {}),
-    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                                      "use_karras_sigmas": True}),
-    "unipc": (UniPCMultistepScheduler, {}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                        "use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
 }
 
 
@@ -25,6 +24,8 @@ def check_sampler(name: str) -> None:
 
 
 def make_scheduler(name: str, schedule: dict):
+    import diffusers  # deferred: a heavy import, needed only once a model runs
+
     check_sampler(name)
     cls, extra = SCHEDULERS[name]
-    return cls.from_config({**schedule, **extra})
+    return getattr(diffusers, cls).from_config({**schedule, **extra})
