@@ -131,8 +131,8 @@ def test_a_still_mouth_read_with_rounding_wobble_is_still(clip):
 
 
 def test_background_colour_and_recoloured_prompt():
-    from portraittalk_core.evaluation.evaluate import (background_colour, background_pixels, own_background,
-                                                       recoloured_prompt)
+    from portraittalk_core.evaluation.prompt_test import (background_colour, background_pixels, own_background,
+                                                          recoloured_prompt)
     from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     photo = np.zeros((64, 64, 3), np.uint8) + np.array(BACKGROUND_COLOURS["purple"], np.uint8)
@@ -185,7 +185,7 @@ def test_landmark_regressor_learns_and_round_trips(tmp_path):
 
 
 def test_clip_seed_is_the_clips_own_and_the_same_every_run():
-    from portraittalk_core.evaluation.evaluate import clip_seed
+    from portraittalk_core.evaluation.prompt_test import clip_seed
 
     one, other = "5518118008_036_en-us-m3", "5518118008_037_en-gb-scotland-m2"   # one person's two clips
     assert clip_seed(0, one) == clip_seed(0, one) != clip_seed(0, other)
@@ -197,13 +197,19 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     """synth -> prepare -> regressor (train + val) -> generate (test) -> every figure, on random tiny weights."""
     import json
 
+    from portraittalk_core.evaluation import baselines
     from portraittalk_core.evaluation import evaluate as evaluation
-    from portraittalk_core.evaluation.evaluate import EvalSettings, evaluate, format_report
+    from portraittalk_core.evaluation.evaluate import evaluate
+    from portraittalk_core.evaluation.prompt_test import clip_seed
+    from portraittalk_core.evaluation.report import format_report
+    from portraittalk_core.evaluation.settings import EvalSettings
     from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     measured_lengths = []   # every clip_metrics call: the output, the still face and the VAE round trip
     measure = evaluation.clip_metrics
-    monkeypatch.setattr(evaluation, "clip_metrics", lambda made, *a: measured_lengths.append(len(made)) or measure(made, *a))
+    for module in (evaluation, baselines):
+        monkeypatch.setattr(module, "clip_metrics",
+                            lambda made, *a: measured_lengths.append(len(made)) or measure(made, *a))
     from portraittalk_core.pipeline import PortraitTalkPipeline
     from portraittalk_core.synth.dataset import synth_dataset
 
@@ -235,7 +241,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     assert all(f"{p['prompted']} background" in prompt for p, prompt in zip(palette, restyled[1:]))
     assert len(restyled) == 1 + len(palette) and len(palette) >= len(BACKGROUND_COLOURS) - 2
     # the palette's noise is the clip's own (a person's two clips share their photo); the animated clip keeps the seed
-    assert seeds == [0] + [evaluation.clip_seed(0, saved["prompt_clips"][0]["clip"])] * len(palette) and seeds[1] != 0
+    assert seeds == [0] + [clip_seed(0, saved["prompt_clips"][0]["clip"])] * len(palette) and seeds[1] != 0
     assert not own & {p["prompted"] for p in palette} and {p["found"] for p in palette} <= set(BACKGROUND_COLOURS)
     assert report["prompt_palette_tries"] == len(palette) and 0 <= report["prompt_palette_accuracy"] <= 1
     assert sum(int(n.split("/")[1]) for n in report["prompt_palette_by_colour"].values()) == len(palette)
@@ -264,7 +270,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
 def test_posed_still_follows_the_head_and_not_the_mouth():
     """The first frame moved with the outline, brow and nose landmarks: a head that only shifts is rebuilt
     (up to the border), whatever the mouth landmarks do; a still face is not."""
-    from portraittalk_core.evaluation.evaluate import posed_still
+    from portraittalk_core.evaluation.baselines import posed_still
 
     rng = np.random.default_rng(0)
     canvas = (rng.random((40, 40, 3)) * 255).astype(np.uint8).repeat(2, 0).repeat(2, 1)   # 80 x 80, blocky
@@ -281,7 +287,7 @@ def test_posed_still_follows_the_head_and_not_the_mouth():
 
 
 def test_baselines_are_read_over_the_generated_clips_and_ordering_over_all():
-    from portraittalk_core.evaluation.evaluate import summarise
+    from portraittalk_core.evaluation.report import summarise
 
     clip = dict(lip_sync=0.5, identity_ssim=0.7, psnr=20.0, flicker=0.01, flicker_ground_truth=0.01, lmd=0.1,
                 lmd_mouth=0.1, adfd={"score": 0.5})
@@ -296,14 +302,14 @@ def test_baselines_are_read_over_the_generated_clips_and_ordering_over_all():
 def test_chosen_clips_spread_over_identities():
     from pathlib import Path
 
-    from portraittalk_core.evaluation.evaluate import spread_over_identities
+    from portraittalk_core.evaluation.dataset import spread_over_identities
 
     clips = sorted(Path(f"{identity * 10}_{k:03d}.npz") for identity in "abc" for k in range(3 if identity == "a" else 1))
     assert [p.name[:1] for p in spread_over_identities(clips)] == ["a", "b", "c", "a", "a"]
 
 
 def test_regressor_fingerprint_follows_the_shards_not_their_folder(tmp_path):
-    from portraittalk_core.evaluation.evaluate import shards_fingerprint
+    from portraittalk_core.evaluation.regressor import shards_fingerprint
 
     def shards(root: Path, content: bytes) -> list[Path]:
         (root / "train").mkdir(parents=True)
@@ -323,8 +329,9 @@ def test_palette_ceiling_paints_the_background_and_reads_it_through_the_vae(monk
     and read where the prompt test reads: a VAE that changes nothing keeps every colour."""
     from types import SimpleNamespace
 
-    from portraittalk_core.evaluation import evaluate as evaluation
-    from portraittalk_core.evaluation.evaluate import EvalSettings, own_background, restyle_palette
+    from portraittalk_core.evaluation import prompt_test
+    from portraittalk_core.evaluation.prompt_test import own_background, restyle_palette
+    from portraittalk_core.evaluation.settings import EvalSettings
     from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     photo = np.full((12, 12, 3), BACKGROUND_COLOURS["teal"], np.uint8)
@@ -335,7 +342,7 @@ def test_palette_ceiling_paints_the_background_and_reads_it_through_the_vae(monk
     background = own_background(photo, head, ["teal"])
     assert not background[3:, 3:9].any() and not background[0, 0] and background[0, 1]
     painted_inputs = []
-    monkeypatch.setattr(evaluation, "autoencoded", lambda frames, _: painted_inputs.append(frames.copy()) or frames)
+    monkeypatch.setattr(prompt_test, "autoencoded", lambda frames, _: painted_inputs.append(frames.copy()) or frames)
     pipeline = SimpleNamespace(  # the restyle itself returns the photo as it came: only the ceiling is looked at
         config=SimpleNamespace(resolution=12), prepare_references=lambda refs, _: refs,
         encode_prompts=lambda prompt, negative: (prompt, negative),
@@ -351,7 +358,7 @@ def test_palette_ceiling_paints_the_background_and_reads_it_through_the_vae(monk
 
 
 def test_report_of_a_prompt_only_run_says_what_was_not_run():
-    from portraittalk_core.evaluation.evaluate import format_report, summarise
+    from portraittalk_core.evaluation.report import format_report, summarise
 
     baseline = dict(ceiling_lip_sync=1.0, ceiling_lmd=0.05, ceiling_adfd=0.7, still_lip_sync=0.0,
                     still_identity_ssim=0.8, still_adfd=0.5, posed_still_identity_ssim=0.9, ordering_holds=True)
