@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import WeightsError
+from .errors import InputError, WeightsError
 
 CONFIG_VERSION = 1
 
@@ -184,13 +184,9 @@ def demo() -> PortraitTalkConfig:
         region="mouth",
         # The head moves with the speech (models/head_pose.py), as the procedural faces' heads do.
         head_motion_channels=64,
-        # Chosen on the val split's 12 clips (README, "the embedded demo model"): lip sync 0.529 at 6, 0.579 at 9,
-        # 0.611 at 12, 0.626 at 15. 9 is the most whose ADFD stays above a still face's 0.500 (0.502, 0.506, 0.498,
-        # 0.484): beyond it the mouth follows the audio better and the face holds less still (flicker 0.0016 to 0.0021).
+        # The most audio guidance whose face holds as still as a still face's, on val (docs/demo_model.md, figures).
         audio_scale=9.0,
-        # Also chosen on val, over the 12 val photos each restyled with every colour it lacks (114 restyles): the
-        # asked background in 70 at 3, 73 at 5, 70 at 7.5, 62 at 15 and 52 at 25 (README, "how the demo came to
-        # follow prompts"). Stronger guidance draws more of them teal or red, whatever was asked (49 at 25, 34 at 5).
+        # The restyle guidance that found the most asked backgrounds on val (docs/demo_model.md, figures).
         restyle_scale=5.0,
     )
 
@@ -200,6 +196,5 @@ PRESETS = {"sd15": sd15, "tiny": tiny, "demo": demo}
 
 def preset(name: str) -> PortraitTalkConfig:
     if name not in PRESETS:
-        from .errors import InputError
         raise InputError(f"unknown model config '{name}'", f"use one of: {', '.join(PRESETS)}")
     return PRESETS[name]()

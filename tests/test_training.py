@@ -242,7 +242,7 @@ def test_vae_stage_trains_on_the_clips_and_the_stills(shards, tmp_path):
     from portraittalk_core.backbone import load_backbone
     from portraittalk_core.synth.stills import make_stills
     from portraittalk_core.training.data import MixedDataset
-    from portraittalk_core.training.trainer import latent_scaling_factor
+    from portraittalk_core.training.latents import latent_scaling_factor
 
     stills = make_stills(tmp_path / "stills.npz", 4, size=96, train_size=SIZE)
     vae = Trainer(settings(shards, tmp_path / "vae", "vae", stills=str(stills), steps=2, batch_size=7))
@@ -262,7 +262,7 @@ def test_decoder_stage_changes_the_decoder_and_no_latent(shards, tmp_path):
     from portraittalk_core.backbone import load_backbone
     from portraittalk_core.synth.stills import make_stills
     from portraittalk_core.training.data import MixedDataset
-    from portraittalk_core.training.trainer import vae_fingerprint
+    from portraittalk_core.training.latents import vae_fingerprint
 
     vae_file = Trainer(settings(shards, tmp_path / "vae", "vae")).train()
     stills = make_stills(tmp_path / "stills.npz", 4, size=96, train_size=SIZE)
@@ -300,7 +300,7 @@ def test_text_stage_trains_the_text_encoder_contrastively_and_resumes(shards, tm
     trainer = text("text", 20)
     batch = collate([trainer.dataset[i] for i in range(len(trainer.dataset))])
     ids = trainer.backbone.token_ids(batch["caption"])
-    loss = lambda: contrastive_loss(trainer.pair, ids, batch["frames"][:, 0]).item()
+    loss = lambda: contrastive_loss(trainer.stage.pair, ids, batch["frames"][:, 0]).item()
     with torch.no_grad():
         before = loss()
     saved = trainer.train()
@@ -359,7 +359,7 @@ def test_vae_scaling_factor_gives_unit_variance_latents(shards):
     from portraittalk_core.config import tiny
     from portraittalk_core.backbone import random_backbone
     from portraittalk_core.training.data import ShardDataset
-    from portraittalk_core.training.trainer import latent_scaling_factor
+    from portraittalk_core.training.latents import latent_scaling_factor
 
     vae = random_backbone(tiny()).vae
     pixels = torch.cat([ShardDataset(shards)[i]["frames"] for i in range(3)])
@@ -370,7 +370,7 @@ def test_vae_scaling_factor_gives_unit_variance_latents(shards):
 
 
 def test_learning_rate_schedule():
-    from portraittalk_core.training.trainer import learning_rate_at
+    from portraittalk_core.training.settings import learning_rate_at
 
     cosine = TrainSettings(stage=1, data="", out="", steps=100, learning_rate=1.0, lr_schedule="cosine",
                            warmup_steps=10)
@@ -437,7 +437,7 @@ def test_stage2_mouth_weight_changes_the_loss(shards, tmp_path):
         batch = next(iter(trainer.loader))
         torch.manual_seed(0)
         trainer.generator.manual_seed(0)
-        losses.append(trainer.stage2_loss(batch).item())
+        losses.append(trainer.stage.loss(trainer, batch).item())
     assert losses[0] != pytest.approx(losses[1])
 
 
@@ -449,7 +449,7 @@ def test_offset_noise_adds_one_shift_per_sample_and_channel(shards, tmp_path):
     for offset in (0.0, 0.5):
         trainer = Trainer(settings(shards, tmp_path / f"o{offset}", "base", noise_offset=offset))
         trainer.generator.manual_seed(0)
-        draws[offset] = trainer._noise(shape)
+        draws[offset] = trainer.training_noise(shape)
     shift = (draws[0.5] - draws[0.0]) / 0.5
     assert shift.abs().min() > 0                                   # every element moved
     assert torch.allclose(shift, shift[:, :, :1, :1, :1].expand(shape), atol=1e-6)   # one value per sample, channel
@@ -461,7 +461,8 @@ def test_offset_noise_adds_one_shift_per_sample_and_channel(shards, tmp_path):
 @pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng (setup.sh installs it)")
 def test_the_demo_recipe_runs_end_to_end_at_a_tiny_scale(tmp_path, reference_path):
     from conftest import tone
-    from portraittalk_core.pipeline import GenerationSettings, PortraitTalkPipeline
+    from portraittalk_core.generation.settings import GenerationSettings
+    from portraittalk_core.pipeline import PortraitTalkPipeline
     from portraittalk_core.training.recipe import train_demo
 
     final = train_demo(tmp_path / "demo", scale=0.001)

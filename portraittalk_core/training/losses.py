@@ -14,6 +14,9 @@ prediction leads back to the unmasked frame, so IdentityNet must rebuild the hid
 tokens and the prompt.
 ``m`` is the mask at latent resolution; ``lambda`` (``masked_weight``) up-weights the rebuilt regions.
 Where nothing is masked (z~ = z0), eps* = eps and L is the ordinary denoising loss.
+
+The VAE's reconstruction (stages vae and decoder, ``reconstruction_loss``): L1 of the pixels and of their horizontal
+and vertical differences.
 """
 
 from __future__ import annotations
@@ -40,3 +43,15 @@ def mask_reconstruction_loss(prediction: torch.Tensor, noise: torch.Tensor, corr
     if latent_mask is not None:
         error = error * (1 + (masked_weight - 1) * latent_mask.to(error.dtype))
     return error.mean()
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """L1 of the pixels and of their horizontal and vertical differences (which keeps edges such as the lips')."""
+    loss = (reconstruction - frames).abs().mean()
+    for made, real in zip(_differences(reconstruction), _differences(frames)):
+        loss = loss + (made - real).abs().mean()
+    return loss
+
+
+def _differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]

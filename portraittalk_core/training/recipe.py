@@ -22,7 +22,9 @@ from ..data.demo_dataset import DEMO_DATASET
 from ..data.prepare import prepare_folder
 from ..synth.dataset import synth_dataset
 from ..synth.stills import make_stills
-from .trainer import BACKBONE_STAGES, STILLS_STAGES, Trainer, TrainSettings
+from .settings import TrainSettings
+from .stages import BACKBONE_STAGES, STILLS_STAGES
+from .trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -51,35 +53,18 @@ class Recipe:
     # Stills of this many more people for the vae, text, base and stage 1 (synth/stills.py); 0: the clips' frames only.
     stills: int = 3000
     stages: tuple[StagePlan, ...] = field(default_factory=lambda: (
-        # Batches of 4, not 8: half the step time, which brings the recipe inside 90 minutes. It reconstructs less well
-        # and the prompt lost some colours, but both cuts that took the time from stage 2 instead lost the lip sync
-        # (README, *The embedded demo model*, for the figures).
-        # The vae on the stills' people too, not the clips' 48 alone: trained on those it read pink as beige, and no
-        # later decoder-only stage could undo that (the encoder had already merged them). With the stills it keeps
-        # every asked colour through the VAE alone (114 of 114 on test; 104 without), and a step takes 0.28 s, not
-        # 0.39. The decoder stage it replaces gave its 7 minutes to the base.
+        # Batches of 4: the time to fit 90 minutes, taken here because taking it from stage 2 lost the lip sync.
+        # The vae on the stills' people too: trained on the clips' 48 alone its encoder merged colours for good.
         StagePlan("vae", 2000, 4, 3e-4),
-        # Through the diffusion loss alone the text encoder never told its colour words apart (pink and beige, cosine
-        # 0.999), so the base drew the photo's colours, not the prompt's. Trained contrastively first, as CLIP was,
-        # the base restyled 12 val photos with every other colour right in 113 of 228 (77 without).
+        # Through the diffusion loss alone the text encoder never tells its colour words apart: trained as CLIP was.
         StagePlan("text", 1000, 128, 1e-3, warmup_steps=50, ema_decay=0.99),
-        # Offset noise: without it the noisiest inputs still carry the frame's mean colour, and the base takes flat
-        # colours (the background's) from the noise instead of from the prompt.
-        # At 2e-4 the base had not learnt its own training captions' backgrounds: restyled with their captions, 10 of
-        # 40 training stills came back the caption's colour. 1e-3 took the loss from 0.159 to 0.097 in the same steps,
-        # and 16 of 40.
-        # The text encoder at a tenth of the UNet's rate keeps the words apart that stage text taught it (at the full
-        # rate pink and beige merged again): 131 of the 228 val restyles (frozen: 74).
-        # 6500 steps, not 4500 (the decoder stage's time): the prompt on test went from 9 to 11 of 12 and from 82 to
-        # 96 of 114 over the palette, with the vae above (README, *The embedded demo model*).
+        # Offset noise, or the base takes flat colours from the noise; 1e-3, or it never learns its own captions;
+        # the text encoder at a tenth of the rate keeps the words stage text taught it apart.
         StagePlan("base", 6500, 8, 1e-3, noise_offset=0.5, text_encoder_lr_scale=0.1),
         StagePlan(1, 1800, 8, 1e-4),
-        # The added modules start at zero (temporal, structure) or from the frozen base (attention): at 1e-4 they
-        # had barely moved in 2000 steps (lip sync 0.19 on val); 1e-3 reached 0.26 in 400 steps.
+        # The added modules start at zero or from the frozen base: at 1e-4 they barely move.
         StagePlan(2, 2000, 4, 1e-3, mouth_weight=8.0),
-        # The head's movement from the speech (models/head_pose.py), on clips of ~2 s: a small network, 0.1 s a step.
-        # On a quarter-size trial (24 people) it moved a val photo so that its face outside the mouth matched the
-        # ground truth's at SSIM 0.836 (held still: 0.728; moved as the ground truth's head: 0.898).
+        # The head's movement from the speech (models/head_pose.py), on clips of ~2 s: a small, fast network.
         StagePlan("motion", 1000, 16, 1e-3, frames=48, warmup_steps=50, ema_decay=0.99),
     ))
 
