@@ -11,6 +11,7 @@ import os
 import folder_paths
 
 from ..portraittalk_core.assets import ASSETS
+from ..portraittalk_core.io.safetensors import read_metadata
 
 
 def _register(name: str, extensions: set[str]) -> None:
@@ -43,8 +44,6 @@ def folder(name: str) -> str:
 
 def files_with_backbone() -> list[str]:
     """PortraitTalk files that carry their own small backbone (the demo model): Backbone Loader lists them."""
-    from ..portraittalk_core.io.safetensors import read_metadata
-
     found = []
     for name in portraittalk_files():
         try:

@@ -3,7 +3,9 @@ Apply PortraitTalk and the stock KSampler (PortraitTalk Sampler does it itself: 
 
 from comfy_api.latest import io
 
-from .region import pasted, region_input
+from ..portraittalk_core.comfyui.region import pasted
+
+from .inputs import setting_input
 from .types import IdentityRefs, PortraitTalk
 
 
@@ -23,7 +25,7 @@ class PastePhoto(io.ComfyNode):
                 IdentityRefs.Input("refs", tooltip="The references the frames were made from."),
                 PortraitTalk.Input("portraittalk", tooltip="From PortraitTalk Loader: its default region and VAE "
                                                            "scale."),
-                region_input(),
+                setting_input("region"),
             ],
             outputs=[io.Image.Output(tooltip="The frames with the photo outside the mouth area.")],
         )

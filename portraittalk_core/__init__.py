@@ -11,7 +11,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "PortraitTalkPipeline": "pipeline", "GenerationSettings": "pipeline", "GenerationResult": "pipeline",
+    "PortraitTalkPipeline": "pipeline", "GenerationSettings": "generation.settings", "GenerationResult": "pipeline",
     "PortraitTalkConfig": "config", "preset": "config",
     "PortraitTalkModel": "models", "save_model": "weights", "load_model": "weights",
     "PortraitTalkError": "errors", "InputError": "errors", "WeightsError": "errors", "Cancelled": "errors",

@@ -24,10 +24,12 @@ import torch
 
 from .assets import default_reference, demo_face
 from .audio import SAMPLE_RATE
-from .checks import STEPS_RANGE, check_device, check_dtype, check_number, check_resolution
+from .checks import check_device, check_dtype, check_number, check_resolution, declared_range
 from .config import preset
-from .schedulers import check_sampler
-from .pipeline import GenerationSettings, PortraitTalkPipeline, guidance_weights
+from .generation.guidance import guidance_weights
+from .generation.settings import GenerationSettings
+from .pipeline import PortraitTalkPipeline
+from .schedulers import check_sampler, make_scheduler
 
 
 class PeakMemory:
@@ -180,8 +182,6 @@ def _animatediff_baseline(pipe: PortraitTalkPipeline, resolution: int, frames: i
     from diffusers import AnimateDiffPipeline
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from .schedulers import make_scheduler
-
     unet = pipe.model.animate_net.unet
     ours = dict(unet.attn_processors)
     unet.set_attn_processor(AttnProcessor2_0())
@@ -210,14 +210,15 @@ def _animatediff_baseline(pipe: PortraitTalkPipeline, resolution: int, frames: i
         unet.set_attn_processor(ours)
 
 
-def main_bench(args) -> int:
+def run_from_args(args) -> int:
+    """``portraittalk bench``: its arguments checked, the run, the report printed (and written as JSON)."""
     device = check_device(args.device)
     dtype = check_dtype(args.dtype, device)
     if args.resolution is not None:
         config = preset(args.config)
         check_resolution(args.resolution, config.vae_scale * 8, config.resolution, "--resolution")
     check_number("--frames", args.frames, 1, 64, integer=True, default=16)
-    check_number("--steps", args.steps, *STEPS_RANGE, integer=True, default=4)
+    check_number("--steps", args.steps, *declared_range("steps"), integer=True, default=4)
     check_sampler(args.sampler)
     report = run_bench(args.config, args.resolution, args.frames, args.steps, str(device), dtype,
                        baseline=not args.no_baseline, sampler=args.sampler)

@@ -4,7 +4,8 @@ The command line, the Python API and the ComfyUI nodes all call these, so a bad 
 path ends in the same one-line ``InputError`` (problem and fix) within a second, not after the
 model and the face detector have loaded, and never in a traceback or in silently wrong frames.
 
-The ranges are those of the ComfyUI node inputs: a user of either host meets the same limits.
+The ranges are declared with the settings (generation/settings.py), as the ComfyUI node inputs' are: a user of
+either host meets the same limits.
 """
 
 from __future__ import annotations
@@ -12,22 +13,15 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from .errors import InputError
+from .generation import settings as generation_settings
 from .io.video import VIDEO_FORMATS
 from .schedulers import check_sampler
-
-GUIDANCE_RANGE = (0.0, 30.0)     # classifier-free guidance scales: text, identity, audio, restyle
-STRENGTH_RANGE = (0.0, 2.0)      # weights of the added attention paths and the temporal modules
-STEPS_RANGE = (1, 200)
-FPS_RANGE = (1.0, 120.0)
-# The aligned face crop is at least 64 px; above 2048 a frame's latents and the crop's warps need tens of GB.
-RESOLUTION_RANGE = (64, 2048)
-SEED_RANGE = (0, 2**64 - 1)      # torch.Generator's and ComfyUI's seed range
-CLIP_FRAMES_RANGE = (1, 64)
 
 VIDEO_EXTENSIONS = tuple(VIDEO_FORMATS)
 
@@ -52,6 +46,12 @@ def _shown(number) -> str:
     return str(number) if isinstance(number, int) else f"{number:g}"
 
 
+def declared_range(name: str) -> tuple:
+    """(low, high) of a generation setting (generation/settings.py), for commands that take it with another default."""
+    declared = generation_settings.declared(name)
+    return declared.low, declared.high
+
+
 def check_finite(**values) -> None:
     """Every float among ``values`` (a node's inputs, by name) is finite. ComfyUI checks its inputs' min and max,
     but NaN passes both comparisons, and an API prompt can send one."""
@@ -61,10 +61,11 @@ def check_finite(**values) -> None:
 
 
 def check_resolution(resolution: int, multiple: int, default: int, name: str = "resolution") -> None:
-    """A square frame side the model can make: in RESOLUTION_RANGE and divisible by its latent grid's step."""
-    check_number(name, resolution, *RESOLUTION_RANGE, integer=True, default=default)
+    """A square frame side the model can make: in the declared range and divisible by its latent grid's step."""
+    low, high = declared_range("resolution")
+    check_number(name, resolution, low, high, integer=True, default=default)
     if resolution % multiple:
-        nearest = max(RESOLUTION_RANGE[0], round(resolution / multiple) * multiple)
+        nearest = max(low, round(resolution / multiple) * multiple)
         raise InputError(f"{name} {resolution} is not a multiple of {multiple}",
                          f"use a {name} divisible by {multiple}, e.g. {nearest} (this model's own is {default})")
 
@@ -154,40 +155,24 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_generation_settings(settings, config) -> None:
-    """Every number of ``settings`` (pipeline.GenerationSettings) finite and in range for ``config``'s model.
-    None means the model's default and is always fine."""
-    for name in ("text_scale", "identity_scale", "audio_scale", "restyle_scale"):
-        value = getattr(settings, name)
-        if value is not None:
-            check_number(_flag(name), value, *GUIDANCE_RANGE, default=_default_of(config, name))
-    for name in ("identity_strength", "audio_strength", "reference_strength", "motion_scale"):
-        check_number(_flag(name), getattr(settings, name), *STRENGTH_RANGE, default=1.0)
-    check_number("--steps", settings.steps, *STEPS_RANGE, integer=True, default=25)
-    check_number("--seed", settings.seed, *SEED_RANGE, integer=True, default=0)
-    if not (isinstance(settings.denoise, (int, float)) and 0.0 < settings.denoise <= 1.0):
-        raise InputError(f"--denoise must be more than 0 and at most 1 (got {settings.denoise!r})",
-                         "pass --denoise 1 to start from noise, or e.g. 0.7 to start from the photo")
-    if settings.fps is not None:
-        check_number("--fps", settings.fps, *FPS_RANGE, default=config.fps)
-    if settings.resolution is not None:
-        check_resolution(settings.resolution, config.vae_scale * 8, config.resolution, "--resolution")
-    if settings.clip_frames is not None:
-        check_number("clip_frames", settings.clip_frames, *CLIP_FRAMES_RANGE, integer=True, default=config.clip_frames)
+    """Every setting of ``settings`` (generation.GenerationSettings) in its declared range for ``config``'s model,
+    an error naming it as the user set it (a flag, or where there is none, its name). None means the model's
+    default and is always fine."""
     clip_frames = settings.clip_frames or config.clip_frames
-    if settings.motion_frames is not None:
-        check_number("motion_frames", settings.motion_frames, 0, clip_frames - 1, integer=True,
-                     default=min(config.motion_frames, clip_frames - 1))
-    check_number("decode_chunk", settings.decode_chunk, 1, 1024, integer=True, default=8)
+    for item in fields(settings):
+        name, value, declared = item.name, getattr(settings, item.name), generation_settings.declared(item.name)
+        if value is None:
+            continue
+        shown = generation_settings.shown_name(name)
+        suggestion = item.default if item.default is not None else getattr(config, name)
+        if name == "resolution":
+            check_resolution(value, config.vae_scale * 8, config.resolution, shown)
+        elif name == "motion_frames":  # fewer than the clip's frames
+            check_number(shown, value, declared.low, clip_frames - 1, integer=True,
+                         default=min(config.motion_frames, clip_frames - 1))
+        elif declared.low is not None:
+            integer = generation_settings.value_type(name) is int
+            check_number(shown, value, declared.low, declared.high, integer=integer, default=suggestion)
+        elif declared.choices and value not in declared.choices:
+            raise InputError(f"unknown {name} '{value}'", f"use one of: {', '.join(declared.choices)}")
     check_sampler(settings.sampler)
-    region = settings.region
-    if region is not None and region not in ("face", "mouth"):
-        raise InputError(f"unknown region '{region}'", "use face (the whole frame) or mouth (lip sync only)")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _default_of(config, name: str) -> float:
-    own = getattr(config, name, None)
-    return own if own is not None else {"text_scale": 5.0, "identity_scale": 2.0}.get(name, 1.0)

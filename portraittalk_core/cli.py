@@ -13,7 +13,15 @@ import sys
 import warnings
 from pathlib import Path
 
+from .assets import default_reference, default_speech, demo_face, demo_weights
+from .config import preset
+from .errors import Cancelled, InputError, PortraitTalkError, PortraitTalkWarning
+from .generation import settings as generation_settings
+
 DTYPES = ("float32", "float16", "bfloat16")
+# The generation settings eval takes, as generate does (the rest are eval's own or fixed by the test).
+EVAL_SETTINGS = ["steps", "sampler", "denoise", "region", "paste_photo", "restyle_scale", "head_motion_from_speech",
+                 "text_scale", "identity_scale", "audio_scale", "seed"]
 
 
 def _quiet_libraries() -> None:
@@ -63,40 +71,31 @@ def _add_generate_args(p: argparse.ArgumentParser, inputs_required: bool) -> Non
     p.add_argument("--out", required=inputs_required, type=Path,
                    default=None if inputs_required else Path("outputs/demo.mp4"),
                    help="output video: .mp4 (or .m4v, .mov); never one of the inputs")
-    p.add_argument("--prompt", default="", help="text customisation, e.g. 'with red hair, smiling'")
-    p.add_argument("--negative", default="", help="negative prompt")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--sampler", default="ddim", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc")
-    p.add_argument("--denoise", type=float, default=1.0,
-                   help="share of the noise schedule run: 1 starts from noise; below 1 every frame starts "
-                        "from the photo noised to that level (keeps more of the photo)")
-    p.add_argument("--region", default=None, choices=("face", "mouth"),
-                   help="face: generate whole frames; mouth: generate only the mouth area, the rest is the photo "
-                        "(default: the model's; the demo model's is mouth)")
-    p.add_argument("--paste-photo", action=argparse.BooleanOptionalAction, default=True,
-                   help="region mouth: outside the mouth area, frames are the photo's own pixels (feathered seam); "
-                        "--no-paste-photo keeps the decoded frames")
-    p.add_argument("--restyle", action="store_true",
-                   help="redraw the photo outside the face (hair, clothes, background) from the prompt first")
-    p.add_argument("--restyle-scale", type=float, default=None,
-                   help="guidance scale of the restyle's prompt (default: the model's)")
     p.add_argument("--head-motion", type=Path, default=None, metavar="VIDEO",
                    help="a driving video of a talking head (anyone's): the photo moves as that head moves "
                         "(rotation, scale, shift from its first frame on; played back and forth if shorter "
                         "than the audio)")
-    p.add_argument("--speech-head-motion", action=argparse.BooleanOptionalAction, default=True,
-                   help="without --head-motion, the head moves as the model predicts from the speech (models "
-                        "trained with stage motion, such as the demo); --no-speech-head-motion keeps it still")
-    p.add_argument("--text-scale", type=float, default=5.0, help="guidance scale of the prompt")
-    p.add_argument("--identity-scale", type=float, default=2.0, help="guidance scale of the identity")
-    p.add_argument("--audio-scale", type=float, default=None,
-                   help="guidance scale of the audio (default: the model's; the demo model's is 9)")
-    p.add_argument("--identity-strength", type=float, default=1.0, help="weight of identity attention paths")
-    p.add_argument("--audio-strength", type=float, default=1.0, help="weight of the audio attention path")
-    p.add_argument("--fps", type=float, default=None, help="frames per second (default: the model's)")
-    p.add_argument("--resolution", type=int, default=None, help="square output side in pixels (default: the model's)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_settings(p, generation_settings.cli_settings())
     _add_model_args(p)
+
+
+def _add_settings(p: argparse.ArgumentParser, names: list[str], **defaults) -> None:
+    """Options for the generation settings ``names``, made from their declarations (generation/settings.py);
+    ``defaults`` replaces a setting's own default for this command."""
+    for name in names:
+        declared = generation_settings.declared(name)
+        default = defaults.get(name, generation_settings.default(name))
+        kind = generation_settings.value_type(name)
+        if kind is bool:
+            p.add_argument(generation_settings.flag(name), dest=name, action=argparse.BooleanOptionalAction,
+                           default=default, help=declared.help)
+        else:
+            p.add_argument(generation_settings.flag(name), dest=name, type=kind, default=default,
+                           choices=declared.choices or None, help=declared.help)
+
+
+def _settings(args, names: list[str]) -> dict:
+    return {name: getattr(args, name) for name in names}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "smoke workflow (workflows/portraittalk_tiny_smoke.json)")
     smoke.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder (or --base-directory)")
 
-    from .synth.dataset import add_synth_arguments
+    from .synth.dataset import add_synth_arguments  # deferred: synth's imports (cv2, scipy) are not --help's
 
     add_synth_arguments(sub.add_parser("synth", help="generate a procedural talking-face dataset "
                                                      "(identities, captions, espeak-ng speech, exact landmarks)"))
@@ -169,28 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt-clips", type=int, default=12, help="test clips for the prompt colour test")
     ev.add_argument("--seconds", type=float, default=3.0, help="evaluate the first SECONDS of each clip (0: all)")
     ev.add_argument("--prompt-seconds", type=float, default=1.0, help="audio used per prompt-test clip")
-    ev.add_argument("--steps", type=int, default=10, help="sampling steps")
-    ev.add_argument("--sampler", default="ddim")
-    ev.add_argument("--denoise", type=float, default=1.0, help="as generate's --denoise")
-    ev.add_argument("--region", default=None, choices=("face", "mouth"), help="as generate's --region")
-    ev.add_argument("--paste-photo", action=argparse.BooleanOptionalAction, default=True,
-                    help="as generate's --paste-photo")
-    ev.add_argument("--restyle-scale", type=float, default=None,
-                    help="guidance scale of the prompt test's restyle (default: the model's)")
+    _add_settings(ev, EVAL_SETTINGS, steps=10)
     ev.add_argument("--prompt-palette", action=argparse.BooleanOptionalAction, default=True,
                     help="also restyle each prompt clip's photo with every other background colour (no animation): "
                          "the prompt figure over the whole palette")
     ev.add_argument("--head-motion", action="store_true",
                     help="the lip sync and identity clips follow the ground truth's head motion (fitted to its brows "
                          "and nose, as a driving video's would be; the mouth and jaw stay the audio's)")
-    ev.add_argument("--speech-head-motion", action=argparse.BooleanOptionalAction, default=True,
-                    help="without --head-motion, the head moves as the model predicts from the speech (for models "
-                         "that predict it); --no-speech-head-motion keeps the photo's head still")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="test: the figures to report; val: for tuning settings without touching test")
-    for flag, default in (("--text-scale", 5.0), ("--identity-scale", 2.0), ("--audio-scale", None)):
-        ev.add_argument(flag, type=float, default=default, help="as generate's")
-    ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--workers", type=int, default=1, help="parallel processes for synth and prepare")
 
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff",
@@ -215,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_config(args):
     """The config of the model the run will load, read from the weights file's metadata (cheap), so that every
     argument is checked against it before anything slow loads."""
-    from .config import preset
-    from .errors import InputError
-    from .weights import read_config
+    from .weights import read_config  # deferred, as main_generate says
 
     if args.random_weights:
         return preset(args.config)
@@ -225,16 +209,11 @@ def _model_config(args):
         return read_config(args.weights)
     if args.backbone is not None:
         raise InputError("--backbone was given without --weights", "pass the PortraitTalk weights with --weights")
-    from .assets import DEMO_WEIGHTS
-    from .pipeline import PortraitTalkPipeline
-
-    if not DEMO_WEIGHTS.exists():
-        PortraitTalkPipeline.demo()  # raises the error that names the missing file and the fix
-    return read_config(DEMO_WEIGHTS)
+    return read_config(demo_weights())
 
 
 def _pipeline(args, device, dtype):
-    from .pipeline import PortraitTalkPipeline
+    from .pipeline import PortraitTalkPipeline  # deferred, as main_generate says
 
     if args.random_weights:
         print(f"portraittalk: RANDOM WEIGHTS ({args.config} config): this checks the machinery; "
@@ -250,17 +229,11 @@ def _pipeline(args, device, dtype):
 
 
 def main_generate(args) -> int:
-    from .checks import (check_device, check_dtype, check_generation_settings, check_input_file,
-                         check_output_video)
-    from .pipeline import GenerationSettings
+    # deferred, as in every command below: torch and diffusers load only for a command that needs them, so --help
+    # and argument errors answer at once (and a machine without torch gets main's one-line error)
+    from .checks import check_device, check_dtype, check_generation_settings, check_input_file, check_output_video
 
-    settings = GenerationSettings(
-        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, sampler=args.sampler,
-        denoise=args.denoise, region=args.region, paste_photo=args.paste_photo, restyle=args.restyle,
-        restyle_scale=args.restyle_scale, text_scale=args.text_scale, identity_scale=args.identity_scale,
-        audio_scale=args.audio_scale, identity_strength=args.identity_strength,
-        audio_strength=args.audio_strength, fps=args.fps, resolution=args.resolution, seed=args.seed,
-        head_motion_from_speech=args.speech_head_motion)
+    settings = generation_settings.GenerationSettings(**_settings(args, generation_settings.cli_settings()))
     # Everything is checked before the model and the face detector load (seconds), so a typo costs nothing.
     device = check_device(args.device)
     dtype = check_dtype(args.dtype, device)
@@ -278,8 +251,6 @@ def main_generate(args) -> int:
 
 
 def main_demo(args) -> int:
-    from .assets import default_reference, default_speech, demo_face
-
     # The embedded model knows procedural faces; random weights and other models get the photo.
     default = demo_face() if args.weights is None and not args.random_weights else default_reference()
     args.ref = args.ref or [default]
@@ -288,26 +259,21 @@ def main_demo(args) -> int:
 
 
 def _check_eval_numbers(args) -> None:
-    """eval's numbers, before it synthesises or loads anything (the rest is checked as generate's)."""
-    from .checks import GUIDANCE_RANGE, SEED_RANGE, STEPS_RANGE, check_number
+    """eval's own numbers, before it synthesises or loads anything (its generation settings are checked as
+    generate's, against the model, once it is read)."""
+    from .checks import check_number  # deferred, as main_generate says
 
     for flag, value in (("--clips", args.clips), ("--prompt-clips", args.prompt_clips)):
         check_number(flag, value, 0, 10_000, integer=True, default=12)
     check_number("--seconds", args.seconds, 0, 3600, default=3)
     check_number("--prompt-seconds", args.prompt_seconds, 0.1, 3600, default=1)
-    check_number("--steps", args.steps, *STEPS_RANGE, integer=True, default=10)
-    check_number("--seed", args.seed, *SEED_RANGE, integer=True, default=0)
     check_number("--workers", args.workers, 1, 256, integer=True, default=1)
-    for flag, value in (("--text-scale", args.text_scale), ("--identity-scale", args.identity_scale),
-                        ("--audio-scale", args.audio_scale), ("--restyle-scale", args.restyle_scale)):
-        if value is not None:
-            check_number(flag, value, *GUIDANCE_RANGE, default=5)
 
 
 def main_prepare(args) -> int:
+    # deferred, as main_generate says
     from .checks import check_number
-    from .errors import InputError
-    from .training.prepare import VIDEO_SUFFIXES, prepare_folder
+    from .data.prepare import VIDEO_SUFFIXES, prepare_folder
 
     if not args.videos.is_dir():
         raise InputError(f"no folder of videos at '{args.videos}'", "pass the folder that holds the talking-head videos")
@@ -327,8 +293,8 @@ def main_prepare(args) -> int:
 def main_train(args) -> int:
     import json
 
-    from .errors import InputError
     try:
+        # deferred: training needs accelerate, an optional extra
         from .training.trainer import Trainer, TrainSettings
     except ImportError as err:
         raise InputError(f"training needs a package that is not installed ({err.name})",
@@ -360,7 +326,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     warnings are theirs to fix, not the user's, and stay out of the way of our own lines."""
     from tqdm.auto import tqdm
 
-    from .errors import PortraitTalkWarning
 
     if issubclass(category, PortraitTalkWarning) or _PACKAGE in Path(filename).resolve().parents:
         tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -405,47 +370,62 @@ def main(argv=None) -> int:
         return _run(args)
 
 
-def _run(args) -> int:
-    from .errors import Cancelled, PortraitTalkError
+def main_synth(args) -> int:
+    from .synth.dataset import run_synth  # deferred, as main_generate says
 
+    return run_synth(args)
+
+
+def main_train_demo(args) -> int:
+    from .training.recipe import train_demo  # deferred, as main_generate says
+
+    print(f"wrote {train_demo(args.out, scale=args.scale, workers=args.workers)}")
+    return 0
+
+
+def main_eval(args) -> int:
+    # deferred, as main_generate says
+    from .checks import check_generation_settings
+    from .evaluation.evaluate import evaluate
+    from .evaluation.report import format_report
+    from .evaluation.settings import EvalSettings
+    from .weights import read_config
+
+    _check_eval_numbers(args)
+    generation = generation_settings.GenerationSettings(**_settings(args, EVAL_SETTINGS))
+    check_generation_settings(generation, read_config(args.weights or demo_weights()))
+    report = evaluate(EvalSettings(
+        weights=str(args.weights) if args.weights else None, data=str(args.data) if args.data else None,
+        out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, seconds=args.seconds or None,
+        prompt_seconds=args.prompt_seconds, split=args.split, prompt_palette=args.prompt_palette,
+        head_motion=args.head_motion, generation=generation, workers=args.workers))
+    print(format_report(report))
+    print(f"wrote {args.out / 'eval.json'}")
+    return 0
+
+
+def main_comfy_smoke(args) -> int:
+    from .smoke import write_smoke_files  # deferred, as main_generate says
+
+    for path in write_smoke_files(args.comfyui):
+        print(f"wrote {path}")
+    return 0
+
+
+def main_bench(args) -> int:
+    from .bench import run_from_args  # deferred, as main_generate says
+
+    return run_from_args(args)
+
+
+COMMANDS = {"generate": main_generate, "demo": main_demo, "synth": main_synth, "prepare": main_prepare,
+            "train": main_train, "train-demo": main_train_demo, "eval": main_eval, "comfy-smoke": main_comfy_smoke,
+            "bench": main_bench}
+
+
+def _run(args) -> int:
     try:
-        if args.command == "generate":
-            return main_generate(args)
-        if args.command == "demo":
-            return main_demo(args)
-        if args.command == "synth":
-            from .synth.dataset import run_synth
-            return run_synth(args)
-        if args.command == "prepare":
-            return main_prepare(args)
-        if args.command == "train":
-            return main_train(args)
-        if args.command == "train-demo":
-            from .training.recipe import train_demo
-            print(f"wrote {train_demo(args.out, scale=args.scale, workers=args.workers)}")
-            return 0
-        if args.command == "eval":
-            from .evaluation.evaluate import EvalSettings, evaluate, format_report
-            _check_eval_numbers(args)
-            report = evaluate(EvalSettings(
-                weights=str(args.weights) if args.weights else None, data=str(args.data) if args.data else None,
-                out=str(args.out), clips=args.clips, prompt_clips=args.prompt_clips, steps=args.steps,
-                seconds=args.seconds or None, prompt_seconds=args.prompt_seconds, split=args.split, text_scale=args.text_scale,
-                identity_scale=args.identity_scale, audio_scale=args.audio_scale,
-                sampler=args.sampler, denoise=args.denoise, region=args.region, paste_photo=args.paste_photo,
-                restyle_scale=args.restyle_scale, prompt_palette=args.prompt_palette, head_motion=args.head_motion,
-                head_motion_from_speech=args.speech_head_motion, seed=args.seed,
-                workers=args.workers))
-            print(format_report(report))
-            print(f"wrote {args.out / 'eval.json'}")
-            return 0
-        if args.command == "comfy-smoke":
-            from .smoke import write_smoke_files
-            for path in write_smoke_files(args.comfyui):
-                print(f"wrote {path}")
-            return 0
-        from .bench import main_bench
-        return main_bench(args)
+        return COMMANDS[args.command](args)
     except Cancelled:
         print("cancelled: no video was written", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ from scipy.ndimage import gaussian_filter1d
 from . import face as face_io
 from .errors import FaceError, InputError
 from .io.video import NoVideoStream, video_frames
+from .models import movement_since_first
 
 # The landmarks that move with the head, not on their own. Not the eyes (blinks) or the mouth, and not the outline:
 # its lower half is the jaw, which drops as the mouth opens, so a fit to it moves the whole photo with the driver's
@@ -138,8 +139,6 @@ def motion_from_speech(model, audio_windows: torch.Tensor, fps: float, resolutio
     from the speech, in the pixels of a ``resolution`` crop. ``audio_windows``: (F, W, L, C), each frame's feature
     window (audio.AudioFeatures.frames), its own features at the centre. ``smoothing``: the Gaussian (sigma, in
     seconds) over time that takes out the prediction's frame-to-frame tremble; 0 keeps it as predicted."""
-    from .models import movement_since_first
-
     if model.head_motion is None:
         raise InputError(f"this PortraitTalk model ('{model.config.name}' config) does not predict head motion from "
                          "speech", "drive the head with a video (PortraitTalk Head Motion, or --head-motion VIDEO), "

@@ -16,11 +16,8 @@ the audio's length.
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -33,13 +30,20 @@ from tqdm.auto import tqdm
 
 from . import audio as audio_io
 from . import face as face_io
+from .assets import demo_weights
+from .audio.stand_in import RandomWav2Vec2FrontEnd
 from .backbone import Backbone, load_backbone, random_backbone
 from .checks import check_generation_settings, check_output_video
 from .clips import Clip, plan_clips
-from .conditioning import (MOUTH_REGION_MARGIN, References, embed_faces, mouth_boxes, prepare_audio,
-                           faces_structure, prepare_references)
+from .conditioning import References, embed_faces, faces_structure, prepare_audio, prepare_references
 from .config import PortraitTalkConfig, preset
-from .errors import Cancelled, InputError, PortraitTalkWarning, WeightsError
+from .errors import InputError, PortraitTalkWarning, WeightsError
+from .generation.compositing import PhotoFrames, face_mask, kept_outside_mouth, paste_weights
+from .generation.guidance import BRANCHES, guidance_weights, known_latents, start_latents, start_timesteps
+from .generation.loop import check_cancel, sample_clips
+from .generation.restyle import restyle_latents
+from .generation.settings import GenerationSettings
+from .generation.timing import StageTimer, timed_iter
 from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_motion, retime
 from .io.safetensors import read_metadata
 from .io.video import VideoWriter
@@ -49,208 +53,12 @@ from .weights import load_model, read_config
 
 
 @dataclass
-class GenerationSettings:
-    prompt: str = ""
-    negative_prompt: str = ""
-    steps: int = 25
-    sampler: str = "ddim"
-    # Classifier-free guidance scales (see `guidance_weights`).
-    text_scale: float = 5.0
-    identity_scale: float = 2.0
-    audio_scale: float | None = None   # None: the model's default (its config's ``audio_scale``)
-    # Strength of each added attention path inside AnimateNet (1 = as trained, 0 = off).
-    identity_strength: float = 1.0
-    audio_strength: float = 1.0
-    reference_strength: float = 1.0
-    motion_scale: float = 1.0
-    fps: float | None = None           # None: the model's default
-    resolution: int | None = None      # None: the model's default
-    clip_frames: int | None = None
-    motion_frames: int | None = None
-    seed: int = 0
-    # Fraction of the noise schedule that runs. Below 1, every frame starts from the reference photo's
-    # latent noised to that level (as ComfyUI's KSampler denoise and img2img do): the coarse layout, colours
-    # and identity come from the photo, and the model redraws what changes (mouth, eyes, small motion).
-    denoise: float = 1.0
-    # What is generated: "face", the whole frame; "mouth", only a box around the photo's mouth (jaw and lips),
-    # the rest of every frame being the photo (latent inpainting, as in lip-sync models): steadier identity,
-    # no head motion or blinks. None: the model's default (its config's ``region``).
-    region: str | None = None
-    # Region "mouth": outside the redrawn cells every frame is the photo's own pixels, not their VAE round trip,
-    # with a feathered seam (as lip-sync tools paste the mouth back). False: the decoded frames as they are.
-    paste_photo: bool = True
-    # Redraw each photo outside its face (hair, clothes, background) from the prompt before animating it: the
-    # base UNet inpaints around the face's latent cells, and the face's own pixels go back over the result with a
-    # feathered seam (see ``restyle_latents``). The animation then keeps the new look, mouth mode included.
-    restyle: bool = False
-    restyle_scale: float | None = None  # text guidance of the restyle; None: the model's default
-    # Without a driving video, the photo's head moves as the model predicts from the speech (models with a head-motion
-    # module, such as the demo: models/head_pose.py). False, or a model without one: the head stays still.
-    head_motion_from_speech: bool = True
-    decode_chunk: int = 8              # frames decoded by the VAE at once
-
-
-@dataclass
 class GenerationResult:
     path: Path | None
     frames: int
     fps: float
     duration: float
     timings: dict[str, float] = field(default_factory=dict)
-
-
-# -- guidance ----------------------------------------------------------------------------------
-# Branches of the batched guidance call: (positive prompt?, identity on?, audio on?).
-BRANCHES = {"uncond": (False, False, False), "identity": (False, True, False),
-            "identity_audio": (False, True, True), "full": (True, True, True)}
-
-
-def guidance_weights(text_scale: float, identity_scale: float, audio_scale: float) -> dict[str, float]:
-    """Weights of each branch's noise prediction, nested as in InstructPix2Pix:
-
-        eps = e_u + s_id (e_i - e_u) + s_audio (e_ia - e_i) + s_text (e_iat - e_ia)
-
-    Branches with weight 0 are skipped: with every scale at 1 only the full branch runs.
-    """
-    weights = {"uncond": 1.0 - identity_scale, "identity": identity_scale - audio_scale,
-               "identity_audio": audio_scale - text_scale, "full": text_scale}
-    return {name: w for name, w in weights.items() if w != 0.0}
-
-
-def start_timesteps(scheduler, steps: int, denoise: float, device) -> torch.Tensor:
-    """The scheduler's timesteps for ``steps`` steps, the last ``round(steps * denoise)`` of them (at least
-    one): a partial run from a noised image, as diffusers' img2img pipelines cut the schedule."""
-    scheduler.set_timesteps(steps, device=device)
-    keep = max(1, min(steps, round(steps * denoise)))
-    start = len(scheduler.timesteps) - keep * scheduler.order
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(start)
-    return scheduler.timesteps[start:]
-
-
-def start_latents(scheduler, photo: torch.Tensor, noise: torch.Tensor, first: torch.Tensor, from_photo: bool
-                  ) -> torch.Tensor:
-    """The latents the first step denoises: pure noise, or ``from_photo`` the photo noised to the ``first`` timestep
-    (img2img). Even at the noisiest step the SD schedule leaves a share of the signal (0.07), from which the
-    networks learn flat colours such as the skin's: from pure noise, redrawn regions take a random colour."""
-    if from_photo:
-        return scheduler.add_noise(photo, noise, first[None])
-    return noise * scheduler.init_noise_sigma
-
-
-def kept_outside_mouth(face, vae_scale: int) -> torch.Tensor:
-    """(1, 1, 1, h, w) latent mask, 0 on the cells that touch the photo's mouth region and 1 elsewhere."""
-    size = face.image.shape[0]
-    box = mouth_boxes(face.landmarks[None], np.asarray(face.regions["mouth"]), size, MOUTH_REGION_MARGIN)
-    touched = torch.nn.functional.max_pool2d(torch.from_numpy(box), vae_scale)    # (1, 1, h, w)
-    return (1 - touched)[:, :, None]
-
-
-def paste_weights(keep: torch.Tensor, vae_scale: int) -> np.ndarray:
-    """(H, W, 1) float32 weight of the generated frame over the photo: 0 outside the redrawn latent cells (``keep``
-    is 1 there, (1, 1, 1, h, w)), rising smoothly inside them to 1, so the seam sits inside the redrawn region."""
-    redrawn = 1.0 - keep[0, 0, 0].float().cpu().numpy()
-    pixels = np.kron(redrawn, np.ones((vae_scale, vae_scale), np.float32))
-    soft = cv2.GaussianBlur(pixels, (0, 0), sigmaX=float(vae_scale))
-    return (pixels * soft)[..., None].astype(np.float32)
-
-
-def paste_over_photo(frames, photo, weights):
-    """Frames (n, H, W, 3) blended over the photo (H, W, 3), or one photo per frame (n, H, W, 3), of the same scale
-    with ``paste_weights`` (H, W, 1) or (n, H, W, 1): float arrays or tensors; uint8 in, uint8 out."""
-    photo = photo[None] if photo.ndim == 3 else photo
-    blended = photo * (1.0 - weights) + frames * weights
-    return np.round(blended).astype(np.uint8) if frames.dtype == np.uint8 else blended
-
-
-# Restyle keeps the face: the landmarks' hull grown by this share of the face's size (the head placement mask's
-# margin is 0.25: that ring holds hair and background, which a restyle redraws).
-FACE_MARGIN = 0.1
-
-
-def face_mask(face) -> np.ndarray:
-    """(S, S) float32, 1 on the face itself: the landmarks' hull grown by ``FACE_MARGIN`` of the face's size."""
-    return face_io.head_placement_mask(face.landmarks, face.image.shape[0], margin=FACE_MARGIN)
-
-
-def restyle_latents(predict_noise, photo: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor, scheduler,
-                    steps: int) -> torch.Tensor:
-    """Inpaint ``photo`` (1, C, h, w) latents where ``keep`` (1, 1, h, w) is 0, from pure noise: at every step the
-    kept cells go back at the current noise level (as RePaint and ``denoise_clip`` do), so the redrawn part is
-    drawn around them. From pure noise, not the noised photo: the schedule's last 7% of signal would carry the old
-    background's colour into the new one. ``predict_noise(latents, t)`` is the guided noise prediction."""
-    latents = noise * scheduler.init_noise_sigma
-    for t in start_timesteps(scheduler, steps, 1.0, photo.device):
-        latents = torch.lerp(latents, scheduler.add_noise(photo, noise, t[None]), keep)
-        latents = scheduler.step(predict_noise(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
-    return torch.lerp(latents, photo, keep)
-
-
-def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents: torch.Tensor | None,
-                  context: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(known latents, mask) for one clip of ``photo``'s shape (1, C, F, h, w), the mask 1 where the latents are
-    known: the photo where ``keep`` (1, 1, 1 or F, h, w) says so, and the first ``context`` frames, which are the
-    previous clip's ``motion_latents``. (None, None) when nothing is known."""
-    if keep is None and not context:
-        return None, None
-    known, mask = photo.clone(), torch.zeros_like(photo[:, :1])
-    if keep is not None:
-        mask[:] = keep
-    if context:
-        known[:, :, :context], mask[:, :, :context] = motion_latents, 1.0
-    return known, mask
-
-
-@dataclass
-class PhotoFrames:
-    """What a clip's frames take from the (first) photo: one entry per frame with head motion, else a single
-    entry that holds for every frame. Latents (1, C, F, h, w); structure maps (1, 4, F, S, S); for region mouth
-    the latent cells kept from the photo (1, 1, F, h, w), and for its paste the pixels (F, S, S, 3) and the
-    weights (F, S, S, 1) of the photo over the generated frames."""
-
-    latents: torch.Tensor
-    structure: torch.Tensor
-    keep: torch.Tensor | None = None
-    images: np.ndarray | None = None
-    weights: np.ndarray | None = None
-
-    def paste(self, frames: np.ndarray, first: int) -> np.ndarray:
-        """uint8 ``frames`` (n, S, S, 3), the clip's frames ``first`` to ``first + n``, over the photo."""
-        if self.images is None:
-            return frames
-        pick = slice(0, 1) if len(self.images) == 1 else slice(first, first + len(frames))
-        return paste_over_photo(frames, self.images[pick], self.weights[pick])
-
-
-# -- timing --------------------------------------------------------------------------------------
-class StageTimer:
-    """Wall-clock seconds per pipeline stage (synchronising the GPU, so the numbers mean something)."""
-
-    def __init__(self, device):
-        self.device = torch.device(device)
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str):
-        self._sync()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-def _check_cancel(cancel) -> None:
-    if cancel is None:
-        return
-    stop = cancel.is_set() if isinstance(cancel, threading.Event) else cancel()
-    if stop:
-        raise Cancelled("generation cancelled", None)
 
 
 class PortraitTalkPipeline:
@@ -292,14 +100,7 @@ class PortraitTalkPipeline:
     def demo(cls, device="cpu", dtype=torch.float32) -> "PortraitTalkPipeline":
         """The embedded demo model (assets/portraittalk_demo.safetensors): small, trained here on procedural
         faces by ``portraittalk train-demo``; it animates faces like ``assets/demo_face.png``."""
-        from .assets import DEMO_WEIGHTS
-
-        if not DEMO_WEIGHTS.exists():
-            raise WeightsError(f"the embedded demo model is missing: looked for '{DEMO_WEIGHTS.name}' in "
-                               f"'{DEMO_WEIGHTS.parent}'",
-                               "reinstall the package from a full clone, or rebuild it with `portraittalk "
-                               f"train-demo --out runs/demo` and copy runs/demo/portraittalk_demo.safetensors there")
-        return cls.from_pretrained(DEMO_WEIGHTS, device=device, dtype=dtype)
+        return cls.from_pretrained(demo_weights(), device=device, dtype=dtype)
 
     @classmethod
     def random(cls, config: str | PortraitTalkConfig = "tiny", seed: int = 0, device="cpu",
@@ -318,7 +119,7 @@ class PortraitTalkPipeline:
         if config.audio_front_end == "wav2vec2" and wav2vec2_folder is not None:
             front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
         elif config.audio_front_end == "wav2vec2":
-            front_end = _RandomAudioFrontEnd(config)
+            front_end = RandomWav2Vec2FrontEnd(config)
         return cls(model, backbone, cls._detector_for(insightface_root), front_end, device, dtype)
 
     @staticmethod
@@ -381,7 +182,7 @@ class PortraitTalkPipeline:
         generator = torch.Generator("cpu").manual_seed(settings.seed)
 
         def predict_noise(latents, t):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             eps = net(repeat(latents, "1 c h w -> b c 1 h w", b=2), t, prompts)[:, :, 0]
             return eps[1:] + scale * (eps[:1] - eps[1:])
 
@@ -396,7 +197,7 @@ class PortraitTalkPipeline:
                 noise = torch.randn(latent.shape, generator=generator).to(self.device, self.dtype)
                 scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
                 drawn = next(self.decode(restyle_latents(predict_noise, latent, keep, noise, scheduler,
-                                                         settings.steps)[:, :, None], 1))[0].numpy()
+                                                         settings.steps), 1))[0].numpy()
                 # the face's own pixels back over the redrawn photo, the seam feathered over one latent cell inside
                 # the face's edge: deeper than that the face is the photo's, pixel for pixel
                 depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
@@ -494,7 +295,7 @@ class PortraitTalkPipeline:
                                 from_photo=settings.denoise < 1.0 or frames.keep is not None)
         known, known_mask = known_latents(photo, frames.keep, motion_latents, clip.context)
         for t in timesteps:
-            _check_cancel(cancel)
+            check_cancel(cancel)
             if known is not None:  # what is known goes back in at the current noise level: inpainting
                 latents = torch.lerp(latents, scheduler.add_noise(known, noise, t[None]), known_mask)
             model_in = repeat(scheduler.scale_model_input(latents, t), "1 c f h w -> b c f h w", b=count)
@@ -509,10 +310,9 @@ class PortraitTalkPipeline:
 
     # -- stage 6: decoding -----------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
-        """(1, C, F, h, w) latents -> uint8 frames (n, H, W, 3) on the CPU, `chunk` frames at a time."""
+    def decode(self, frames: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        """(F, C, h, w) latents -> uint8 frames (n, H, W, 3) on the CPU, `chunk` frames at a time."""
         vae = self.backbone.vae
-        frames = rearrange(latents[0], "c f h w -> f c h w")
         for start in range(0, frames.shape[0], chunk):
             images = vae.decode(frames[start:start + chunk] / vae.config.scaling_factor).sample
             images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -540,6 +340,7 @@ class PortraitTalkPipeline:
         motion_frames = config.motion_frames if settings.motion_frames is None else settings.motion_frames
         timer = StageTimer(self.device)
         self.model.animate_net.motion_scale = settings.motion_scale
+        self.model.animate_net.structure_strength = settings.structure_strength
 
         with timer("audio"):
             wave, features = self.prepare_audio(audio, fps)
@@ -579,66 +380,44 @@ class PortraitTalkPipeline:
             if on_progress is not None:
                 on_progress(done, total_steps)
 
-        motion_latents = None
+        photos: dict[Clip, PhotoFrames] = {}   # each clip's, from its denoising to its decoding
+
+        def denoise(clip: Clip, motion_latents: torch.Tensor | None) -> torch.Tensor:
+            noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
+                                generator=generator).to(self.device, self.dtype)
+            with timer("face"):  # with head motion, the photo moved for each frame of this clip only
+                photos[clip] = still if motion is None else self.photo_frames(
+                    face, region, settings.paste_photo, motion[clip.first:clip.end])
+            known = None if motion_latents is None else rearrange(motion_latents, "f c h w -> 1 c f h w")
+            with timer("denoise"):
+                new = self.denoise_clip(clip, noise, known, dict(cond, photo=photos[clip]), settings, scheduler,
+                                        on_step, cancel)
+            full = new if known is None else torch.cat([known, new], dim=2)
+            return rearrange(full, "1 c f h w -> f c h w")
+
+        def decode(clip: Clip, latents: torch.Tensor) -> Iterator[np.ndarray]:
+            photo, first = photos.pop(clip), clip.context  # the new frames' place in the clip
+            for frames in timed_iter(self.decode(latents, settings.decode_chunk), timer, "decode"):
+                # in the photo's own exposure and colour (face.PhotoLook: the model saw it normalised)
+                frames = face.look.restore(photo.paste(frames.numpy(), first))
+                first += len(frames)
+                yield frames
+
         try:  # the writer opens inside: an unwritable path closes the progress bar before the error prints
             writer = VideoWriter(out, fps, audio=wave) if out is not None else None
             with writer if writer is not None else nullcontext():
-                for clip in clips:
-                    noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
-                                        generator=generator).to(self.device, self.dtype)
-                    with timer("face"):  # with head motion, the photo moved for each frame of this clip only
-                        photo = still if motion is None else self.photo_frames(
-                            face, region, settings.paste_photo, motion[clip.first:clip.end])
-                    with timer("denoise"):
-                        new = self.denoise_clip(clip, noise, motion_latents, dict(cond, photo=photo), settings,
-                                                scheduler, on_step, cancel)
-                    full = new if motion_latents is None else torch.cat([motion_latents, new], dim=2)
-                    motion_latents = full[:, :, full.shape[2] - motion_frames:] if motion_frames else None
-                    first = clip.context  # the new frames' place in the clip
-                    for frames in _timed_iter(self.decode(new, settings.decode_chunk), timer, "decode"):
-                        # in the photo's own exposure and colour (face.PhotoLook: the model saw it normalised)
-                        frames = face.look.restore(photo.paste(frames.numpy(), first))
-                        first += len(frames)
-                        with timer("write"):
-                            if writer is not None:
-                                writer.write(frames)
-                        if on_frames is not None:
-                            on_frames(frames)
-                    del new, full
-                    if on_clip is not None:
-                        on_clip(clip)
+                for frames in sample_clips(clips, motion_frames, denoise, decode, on_clip):
+                    with timer("write"):
+                        if writer is not None:
+                            writer.write(frames)
+                    if on_frames is not None:
+                        on_frames(frames)
         finally:
             bar.close()
         path = writer.path if writer is not None else None
         return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
 
 
-def _timed_iter(iterator, timer: StageTimer, stage: str):
-    while True:
-        with timer(stage):
-            item = next(iterator, None)
-        if item is None:
-            return
-        yield item
-
-
 def _is_path(value) -> bool:
     return isinstance(value, (str, Path))
 
-
-class _RandomAudioFrontEnd:
-    """Stands in for wav2vec2 when benchmarking sd15 with random weights and no wav2vec2 folder:
-    log-mel frames tiled to wav2vec2-base's shape, so the rest of the model runs at full size."""
-
-    name = "random_wav2vec2"
-    feature_rate = 50.0
-
-    def __init__(self, config: PortraitTalkConfig):
-        self.num_layers, self.feature_dim = config.audio_layers, config.audio_dim
-        self._mel = audio_io.LogMelFrontEnd(n_mels=80)
-
-    def __call__(self, wave):
-        mel = self._mel(wave)[::2, 0]  # 100 Hz -> 50 Hz
-        reps = math.ceil(self.feature_dim / mel.shape[-1])
-        tiled = mel.repeat(1, reps)[:, :self.feature_dim]
-        return repeat(tiled, "t c -> t l c", l=self.num_layers).contiguous()

@@ -7,8 +7,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from portraittalk_core.comfy_patches import (Branch, ComfyRun, DecoupledCrossAttentionPatch, IdentityAttentionPatch,
-                                             attention_patches, comfy_block_key, comfy_unet_config)
+from portraittalk_core.comfyui.blocks import comfy_block_key, comfy_unet_config
+from portraittalk_core.comfyui.patches import (Branch, ComfyRun, DecoupledCrossAttentionPatch, IdentityAttentionPatch,
+                                              attention_patches)
 from portraittalk_core.config import sd15, tiny
 from portraittalk_core.models import AnimateNet, AttentionContext
 from portraittalk_core.models.attention import transformer_attention_layers

@@ -17,7 +17,7 @@ from conftest import tone
 from portraittalk_core import conditioning
 from portraittalk_core.assets import demo_face
 from portraittalk_core.errors import PortraitTalkWarning, WeightsError
-from portraittalk_core.pipeline import GenerationSettings
+from portraittalk_core.generation.settings import GenerationSettings
 
 RATE = 16_000
 
@@ -127,7 +127,8 @@ _GENERATE = """
 import sys, av, numpy as np
 sys.path.insert(0, "tests")
 from conftest import tone
-from portraittalk_core.pipeline import PortraitTalkPipeline, GenerationSettings
+from portraittalk_core.pipeline import PortraitTalkPipeline
+from portraittalk_core.generation.settings import GenerationSettings
 pipe = PortraitTalkPipeline.random("tiny", seed=0)
 pipe([sys.argv[1]], (tone(1.2), 16000), sys.argv[2], GenerationSettings(steps=2, seed=0), progress=False)
 with av.open(sys.argv[2]) as video:

@@ -203,6 +203,7 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     from portraittalk_core.evaluation.prompt_test import clip_seed
     from portraittalk_core.evaluation.report import format_report
     from portraittalk_core.evaluation.settings import EvalSettings
+    from portraittalk_core.generation.settings import GenerationSettings
     from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     measured_lengths = []   # every clip_metrics call: the output, the still face and the VAE round trip
@@ -221,7 +222,8 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "restyle", lambda refs, text, negative, settings, *rest: restyled.append(
         settings.prompt) or seeds.append(settings.seed) or restyle(refs, text, negative, settings, *rest))
     report = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1,
-                                   prompt_clips=1, steps=1, regressor_steps=20, seconds=0.6, prompt_seconds=0.6),
+                                   prompt_clips=1, generation=GenerationSettings(steps=1), regressor_steps=20,
+                                   seconds=0.6, prompt_seconds=0.6),
                       pipeline=pipeline, progress=lambda *_: None)
     assert report["clips"] == 1 and report["prompt_clips"] == 1
     assert report["head_motion"] == "speech"                          # the demo config predicts it
@@ -258,7 +260,8 @@ def test_evaluate_end_to_end_on_a_tiny_held_out_split(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "head_motion",
                         lambda source, *a: given.append(np.asarray(source)) or resolve(source, *a))
     moving = evaluate(EvalSettings(data=str(tmp_path / "synth"), out=str(tmp_path / "eval"), clips=1, prompt_clips=0,
-                                   steps=1, regressor_steps=20, seconds=0.6, head_motion=True),
+                                   generation=GenerationSettings(steps=1), regressor_steps=20, seconds=0.6,
+                                   head_motion=True),
                       pipeline=pipeline, progress=lambda *_: None)
     assert len(given) == 1 and given[0].shape == (15, 2, 3)        # 0.6 s at 25 fps
     assert not np.allclose(given[0], given[0][:1])                  # the synthetic head moves
@@ -332,6 +335,7 @@ def test_palette_ceiling_paints_the_background_and_reads_it_through_the_vae(monk
     from portraittalk_core.evaluation import prompt_test
     from portraittalk_core.evaluation.prompt_test import own_background, restyle_palette
     from portraittalk_core.evaluation.settings import EvalSettings
+    from portraittalk_core.generation.settings import GenerationSettings
     from portraittalk_core.synth.identity import BACKGROUND_COLOURS
 
     photo = np.full((12, 12, 3), BACKGROUND_COLOURS["teal"], np.uint8)
@@ -350,7 +354,7 @@ def test_palette_ceiling_paints_the_background_and_reads_it_through_the_vae(monk
     region = background.copy()
     region[4:] = False
     results = restyle_palette(pipeline, photo, "a man, in front of a teal background", {"teal"}, region,
-                              EvalSettings(steps=1), 0, photo, background)
+                              EvalSettings(generation=GenerationSettings(steps=1)), 0, photo, background)
     assert [r["vae_found"] for r in results] == [r["prompted"] for r in results] and len(results) == 10
     painted = painted_inputs[0]
     assert (painted[:, 3:, 3:9] == photo[3:, 3:9]).all() and (painted[:, 0, 0] == (10, 10, 10)).all()

@@ -132,7 +132,8 @@ def test_the_photo_follows_the_head_motion_frame_by_frame(tiny_pipe, reference_p
     """Region mouth with head motion: outside each frame's redrawn cells the frame is the photo moved by that
     frame's transform, pixel for pixel; the structure maps move with it (one per frame); no motion (identity
     transforms) makes the same video as none given."""
-    from portraittalk_core.pipeline import GenerationSettings, kept_outside_mouth, paste_weights
+    from portraittalk_core.generation.settings import GenerationSettings
+    from portraittalk_core.generation.compositing import kept_outside_mouth, paste_weights
 
     settings = GenerationSettings(steps=2, region="mouth", seed=3)
     audio = (tone(0.5), RATE)

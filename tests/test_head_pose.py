@@ -99,7 +99,8 @@ def test_motion_from_speech_is_smoothed_over_time_and_the_first_frame_stays_the_
 
 
 def test_generation_moves_the_photo_as_the_speech_says_unless_told_not_to(tiny_pipe, reference_path):
-    from portraittalk_core.pipeline import GenerationSettings, kept_outside_mouth, paste_weights
+    from portraittalk_core.generation.settings import GenerationSettings
+    from portraittalk_core.generation.compositing import kept_outside_mouth, paste_weights
 
     config = tiny_pipe.config
     net = SpeechHeadMotion(config.audio_layers, config.audio_dim, 8).eval()

@@ -16,7 +16,8 @@ from portraittalk_core.config import tiny
 from portraittalk_core.errors import WeightsError
 from portraittalk_core.io.video import probe_video
 from portraittalk_core.models import PortraitTalkModel
-from portraittalk_core.pipeline import GenerationSettings, PortraitTalkPipeline
+from portraittalk_core.generation.settings import GenerationSettings
+from portraittalk_core.pipeline import PortraitTalkPipeline
 from portraittalk_core.weights import save_model
 
 

@@ -13,7 +13,8 @@ import torch
 
 from conftest import tone
 from portraittalk_core.errors import Cancelled, InputError
-from portraittalk_core.pipeline import GenerationSettings, guidance_weights
+from portraittalk_core.generation.settings import GenerationSettings
+from portraittalk_core.generation.guidance import guidance_weights
 from portraittalk_core.io.video import probe_video
 
 RATE = 16_000
@@ -192,14 +193,14 @@ def test_bad_resolution_steps_and_denoise(tiny_pipe, reference_path):
     with pytest.raises(InputError, match="steps"):
         tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(steps=0), progress=False)
     for denoise in (0.0, 1.5):
-        with pytest.raises(InputError, match="denoise must be more than 0 and at most 1"):
+        with pytest.raises(InputError, match="--denoise must be a number from 0.01 to 1"):
             tiny_pipe([reference_path], (tone(0.2), RATE), None, settings(denoise=denoise), progress=False)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler", "dpmpp_2m"])
 def test_denoise_runs_the_last_part_of_the_schedule(sampler):
     from portraittalk_core.backbone import SD15_SCHEDULE
-    from portraittalk_core.pipeline import start_timesteps
+    from portraittalk_core.generation.guidance import start_timesteps
     from portraittalk_core.schedulers import make_scheduler
 
     scheduler = make_scheduler(sampler, SD15_SCHEDULE)
@@ -215,7 +216,7 @@ def test_a_start_from_the_photo_carries_its_share_of_the_signal(sampler):
     """At the first (noisiest) step, a start from the photo differs from pure noise by the photo's share of the
     signal, whatever the sampler's way of scaling its noise."""
     from portraittalk_core.backbone import SD15_SCHEDULE
-    from portraittalk_core.pipeline import start_latents, start_timesteps
+    from portraittalk_core.generation.guidance import start_latents, start_timesteps
     from portraittalk_core.schedulers import make_scheduler
 
     scheduler = make_scheduler(sampler, SD15_SCHEDULE)
@@ -242,7 +243,7 @@ def test_region_mouth_starts_from_the_photo_at_full_denoise(tiny_pipe, reference
 
 def test_mouth_region_keeps_the_photo_everywhere_else(tiny_pipe, reference_path, monkeypatch):
     """region="mouth": outside the photo's mouth region the final latents are the photo's, inside they are made."""
-    from portraittalk_core.pipeline import kept_outside_mouth
+    from portraittalk_core.generation.compositing import kept_outside_mouth
 
     latents = []
     decode = tiny_pipe.decode
@@ -265,7 +266,7 @@ def test_mouth_region_keeps_the_photo_everywhere_else(tiny_pipe, reference_path,
 def test_mouth_region_frames_are_the_photos_pixels_outside_the_redrawn_cells(tiny_pipe, reference_path):
     """paste_photo (the default): outside the redrawn cells every frame is the aligned photo, pixel for pixel, and
     the generated frame shows inside them; without it the frames are the decoded latents everywhere."""
-    from portraittalk_core.pipeline import kept_outside_mouth, paste_weights
+    from portraittalk_core.generation.compositing import kept_outside_mouth, paste_weights
 
     refs = tiny_pipe.prepare_references([reference_path], tiny_pipe.config.resolution)
     photo = refs.faces[0].image
@@ -326,7 +327,7 @@ def test_the_demo_config_runs(reference_path):
 def test_restyle_redraws_around_the_face_and_keeps_the_face(tiny_pipe, reference_path):
     """restyle: the photo's face (the landmarks' hull grown a little) is its own pixels, the rest is redrawn from the
     prompt; the same seed redraws the same, another prompt redraws otherwise; the structure maps stay."""
-    from portraittalk_core.pipeline import face_mask
+    from portraittalk_core.generation.compositing import face_mask
 
     refs = tiny_pipe.prepare_references([reference_path], tiny_pipe.config.resolution)
     text, negative = tiny_pipe.encode_prompts("a person talking", "")

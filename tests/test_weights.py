@@ -98,7 +98,8 @@ def test_loading_without_a_base_leaves_the_base_empty(saved):
 
 def test_a_backbone_travels_inside_the_weights_file(saved, tmp_path, reference_path):
     from portraittalk_core.backbone import load_backbone, save_backbone
-    from portraittalk_core.pipeline import GenerationSettings, PortraitTalkPipeline
+    from portraittalk_core.generation.settings import GenerationSettings
+    from portraittalk_core.pipeline import PortraitTalkPipeline
     from conftest import tone
 
     model, backbone, _ = saved

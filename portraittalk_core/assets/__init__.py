@@ -12,10 +12,22 @@
 
 from pathlib import Path
 
+from ..errors import WeightsError
+
 ASSETS = Path(__file__).resolve().parent
 
 
 DEMO_WEIGHTS = ASSETS / "portraittalk_demo.safetensors"
+
+
+def demo_weights() -> Path:
+    """The embedded demo model's file, or the error that names where it was looked for and how to get it back."""
+    if not DEMO_WEIGHTS.exists():
+        raise WeightsError(f"the embedded demo model is missing: looked for '{DEMO_WEIGHTS.name}' in "
+                           f"'{DEMO_WEIGHTS.parent}'",
+                           "reinstall the package from a full clone, or rebuild it with `portraittalk "
+                           f"train-demo --out runs/demo` and copy runs/demo/portraittalk_demo.safetensors there")
+    return DEMO_WEIGHTS
 
 
 def default_reference() -> Path:

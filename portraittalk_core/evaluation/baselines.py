@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from ..audio import SAMPLE_RATE
 from ..data.shards import Shard
@@ -18,13 +19,10 @@ from .metrics import landmark_distance, lip_sync_correlation, ssim
 def autoencoded(frames: np.ndarray, pipeline, chunk: int = 32) -> np.ndarray:
     """uint8 frames through the model's VAE and back, decoded as the pipeline decodes its outputs: the best any
     output of this model can look."""
-    import torch
-    from einops import rearrange
-
     with torch.inference_mode():
         pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
         latents = torch.cat([pipeline.backbone.encode_images(pixels[i:i + chunk]) for i in range(0, len(pixels), chunk)])
-    return np.concatenate([f.numpy() for f in pipeline.decode(rearrange(latents, "f c h w -> 1 c f h w"), chunk)])
+    return np.concatenate([f.numpy() for f in pipeline.decode(latents, chunk)])
 
 
 def posed_still(frames: np.ndarray, landmarks: np.ndarray, regions: dict) -> np.ndarray:

@@ -44,7 +44,7 @@ settings are in settings.py. ``evaluate`` runs them in that order.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,32 +53,33 @@ from ..data.prepare import read_video, sidecar_landmarks
 from ..data.shards import Shard
 from ..errors import InputError
 from ..head_motion import motion_from_landmarks
+from ..pipeline import PortraitTalkPipeline
 from .baselines import baseline_metrics
 from .clips import clip_metrics
 from .dataset import KnownFace, clip_speech, eval_data, spread_over_identities
 from .prompt_test import background_colour, clip_seed, photo_background, recoloured_prompt, restyle_palette
 from .regressor import measuring_regressor
 from .report import summarise
-from .settings import EvalSettings, _sampling
+from .settings import EvalSettings, as_record
 
 
 def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
-    from ..pipeline import GenerationSettings, PortraitTalkPipeline
-
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     if pipeline is None:
         pipeline = (PortraitTalkPipeline.from_pretrained(settings.weights) if settings.weights
                     else PortraitTalkPipeline.demo())
     config = pipeline.config
-    if settings.audio_scale is None:  # resolved here so that the report records the guidance used
-        settings = replace(settings, audio_scale=config.audio_scale)
+    generation = settings.generation
+    if generation.audio_scale is None:  # resolved here so that the report records the guidance used
+        generation = replace(generation, audio_scale=config.audio_scale)
+        settings = replace(settings, generation=generation)
     if settings.split not in ("test", "val"):
         raise InputError(f"unknown split '{settings.split}'", "use test (the figures to report) or val (tuning)")
     data, shards = eval_data(settings, config.resolution, config.face_fraction)
     videos, clip_shards = data / settings.split, shards[settings.split]
     regressor, regressor_clips = measuring_regressor([shards["train"], shards["val"]], out, settings.regressor_steps,
-                                                     settings.seed, progress)
+                                                     generation.seed, progress)
     clips = sorted(clip_shards.glob("*.npz"))
     if not clips:
         raise InputError(f"no prepared {settings.split} clips in '{clip_shards}'", f"see {clip_shards}/prepare_report.json")
@@ -98,9 +99,9 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             regions = {k: np.asarray(v) for k, v in shard.meta["regions"].items()}
             motion = (motion_from_landmarks(shard.arrays["landmarks"][:window], regions) if settings.head_motion
                       else None)
-            pipeline([reference], clip_speech(shard, settings.seconds), None, GenerationSettings(
-                prompt=meta["caption"], **_sampling(settings), fps=float(shard.meta["fps"])),
-                progress=False, on_frames=made.append, head_motion=motion)
+            pipeline([reference], clip_speech(shard, settings.seconds), None,
+                     replace(generation, prompt=meta["caption"], fps=float(shard.meta["fps"])),
+                     progress=False, on_frames=made.append, head_motion=motion)
             result = clip_metrics(np.concatenate(made), shard, regressor)
             per_clip.append({"clip": path.stem, **result})
             progress(f"[{index + 1}/{min(settings.clips, len(clips))}] {path.stem}: lip sync "
@@ -112,8 +113,7 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             prompt, colour = recoloured_prompt(meta["caption"], path.stem, avoid)
             made = []
             pipeline([reference], clip_speech(shard, settings.prompt_seconds), None,
-                     GenerationSettings(prompt=prompt, **_sampling(settings), fps=float(shard.meta["fps"]),
-                                        restyle=True, restyle_scale=settings.restyle_scale),
+                     replace(generation, prompt=prompt, fps=float(shard.meta["fps"]), restyle=True),
                      progress=False, on_frames=made.append)
             aligned, background, region = photo_background(shard, identity)
             found = background_colour(np.concatenate(made), region)
@@ -122,13 +122,13 @@ def evaluate(settings: EvalSettings, pipeline=None, progress=print) -> dict:
             progress(f"prompt test {path.stem}: asked {colour}, found {found}")
             if settings.prompt_palette:
                 recoloured = restyle_palette(pipeline, reference, meta["caption"], avoid, region, settings,
-                                             clip_seed(settings.seed, path.stem), aligned, background)
+                                             clip_seed(generation.seed, path.stem), aligned, background)
                 palette += [{"clip": path.stem, **r} for r in recoloured]
                 progress(f"  every other colour: {sum(r['hit'] for r in recoloured)} of {len(recoloured)} found")
     report = summarise(per_clip, baselines, prompts, palette)
-    report["split"], report["settings"] = settings.split, asdict(settings)
+    report["split"], report["settings"] = settings.split, as_record(settings)
     report["head_motion"] = ("ground truth" if settings.head_motion else "speech"
-                             if pipeline.moves_head_from_speech(GenerationSettings(**_sampling(settings))) else "still")
+                             if pipeline.moves_head_from_speech(generation) else "still")
     (out / "eval.json").write_text(json.dumps({**report, "clips": per_clip, "prompt_clips": prompts,
                                                "prompt_palette": palette,
                                                "baselines": baselines,

@@ -12,7 +12,7 @@ import numpy as np
 from ..data.shards import Shard
 from ..synth.identity import BACKGROUND_COLOURS
 from .baselines import autoencoded
-from .settings import EvalSettings, _sampling
+from .settings import EvalSettings
 
 
 def own_background(photo: np.ndarray, head_mask: np.ndarray, colours: list[str], tolerance: float = 40.0
@@ -73,10 +73,7 @@ def restyle_palette(pipeline, reference: np.ndarray, caption: str, avoid: set[st
     reads the output's. Next to each, its ceiling (``vae_found``): the ``aligned`` photo (whose ``region`` this is)
     with its ``background`` pixels painted in that colour by hand, through the model's VAE alone and read the same
     way. A colour the VAE cannot carry, no restyle can show."""
-    from ..pipeline import GenerationSettings
-
-    generation = GenerationSettings(**{**_sampling(settings), "seed": seed}, restyle=True,
-                                    restyle_scale=settings.restyle_scale)
+    generation = replace(settings.generation, seed=seed, restyle=True)
     refs = pipeline.prepare_references([reference], pipeline.config.resolution)
     colours = [c for c in BACKGROUND_COLOURS if c not in avoid]
     painted = np.repeat(aligned[None], len(colours), axis=0)

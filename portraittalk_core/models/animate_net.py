@@ -7,7 +7,8 @@ as they are. Added modules:
 - identity attention over the reference bank (``attn1`` processors);
 - decoupled identity and audio cross-attention (``attn2`` processors);
 - a structure encoder whose output is added after ``conv_in``;
-- the temporal (motion) modules, whose contribution can be scaled (``motion_scale``).
+- the temporal (motion) modules, whose contribution can be scaled (``motion_scale``), as can the structure
+  residual's (``structure_strength``).
 
 The base weights never train, so a user's own SD1.5 checkpoint or LoRA can stand in for them:
 ``added_state_dict()`` is everything that is ours, and the weights file holds only that.
@@ -57,6 +58,7 @@ class AnimateNet(nn.Module):
                                                else DecoupledCrossAttention(name, layer, audio=True))
         self.unet.set_attn_processor(processors)
         self.motion_scale = 1.0
+        self.structure_strength = 1.0   # weight of the structure residual, as ComfyUI's structure patch has it
         self._structure_residual: torch.Tensor | None = None
         self.unet.conv_in.register_forward_hook(self._add_structure)
         for module in self._motion_modules():
@@ -102,7 +104,11 @@ class AnimateNet(nn.Module):
 
     # -- hooks ---------------------------------------------------------------------------------
     def _add_structure(self, module, inputs, output):
-        return output if self._structure_residual is None else output + self._structure_residual
+        if self._structure_residual is None:
+            return output
+        if self.structure_strength == 1.0:
+            return output + self._structure_residual
+        return output + self.structure_strength * self._structure_residual
 
     def _scale_motion(self, module, inputs, output):
         if self.motion_scale == 1.0:

@@ -1,7 +1,8 @@
 """AnimateNet's added modules hosted in the user's ComfyUI MODEL (the ComfyUI host of spec section 3).
+Imports ComfyUI: only the nodes (and ComfyUI tests) import this module.
 
 The MODEL is cloned and patched natively, so LoRAs and other patches upstream still apply:
-- identity and audio attention: attention replace patches (``portraittalk_core.comfy_patches``);
+- identity and audio attention: attention replace patches (patches.py);
 - temporal modules: AnimateDiff modules injected into the UNet's blocks at load time and ejected after,
   as AnimateDiff-Evolved does, run through a ``forward_timestep_embed`` patch; the frames are the batch;
 - structure guidance: an input-block patch adding the structure residual after ``conv_in``.
@@ -16,8 +17,9 @@ from comfy.patcher_extension import PatcherInjection
 from einops import repeat
 from torch import nn
 
-from ..portraittalk_core.comfy_patches import ComfyRun, attention_patches
-from ..portraittalk_core.errors import InputError
+from ..errors import InputError
+from .blocks import layers_per_block, ldm_block
+from .patches import ComfyRun, attention_patches
 
 KEY = "portraittalk"
 
@@ -42,17 +44,14 @@ def _temporal_handler(layer, x, emb, context, transformer_options, *unused):
 def motion_placements(animate_net) -> list[tuple[str, int, nn.Module]]:
     """(ComfyUI block, id, module): where each diffusers motion module sits in the LDM block layout."""
     unet = animate_net.unet
-    per_level = unet.config.layers_per_block
-    per_level = per_level if isinstance(per_level, int) else per_level[0]
+    per_level = layers_per_block(unet)
     placements = []
     for i, block in enumerate(unet.down_blocks):
-        for j, module in enumerate(block.motion_modules):
-            placements.append(("input", i * (per_level + 1) + j + 1, module))
+        placements += [(*ldm_block("down_blocks", i, j, per_level), m) for j, m in enumerate(block.motion_modules)]
     if hasattr(unet.mid_block, "motion_modules"):
-        placements += [("middle", 0, m) for m in unet.mid_block.motion_modules]
+        placements += [(*ldm_block("mid_block", 0, 0, per_level), m) for m in unet.mid_block.motion_modules]
     for i, block in enumerate(unet.up_blocks):
-        for j, module in enumerate(block.motion_modules):
-            placements.append(("output", i * (per_level + 1) + j, module))
+        placements += [(*ldm_block("up_blocks", i, j, per_level), m) for j, m in enumerate(block.motion_modules)]
     return placements
 
 
@@ -146,6 +145,3 @@ def structure_residual(animate_net, structure: torch.Tensor, device, dtype) -> t
     with torch.inference_mode():
         return animate_net.structure_encoder(structure.to(device, dtype))
 
-
-def per_frame(x: torch.Tensor, frames: int) -> torch.Tensor:
-    return repeat(x, "1 ... -> f ...", f=frames)

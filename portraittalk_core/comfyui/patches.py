@@ -19,41 +19,9 @@ from typing import Callable
 import torch
 from einops import repeat
 
-from .errors import InputError
-from .models.attention import DecoupledCrossAttention, IdentityAttention, attention, transformer_attention_layers
-
-
-def comfy_block_key(layer_name: str, layers_per_block: int) -> tuple[str, str, int, int]:
-    """diffusers layer name -> (attn1|attn2, ComfyUI block, block id, transformer index).
-
-    ComfyUI numbers SD-style UNet blocks as the original LDM code does: input block 0 is conv_in and every
-    down level has ``layers_per_block`` layers plus one downsampler; output blocks have one more layer each.
-    """
-    parts = layer_name.split(".")
-    kind, index = parts[-1], int(parts[-2])
-    if parts[0] == "down_blocks":
-        return kind, "input", int(parts[1]) * (layers_per_block + 1) + int(parts[3]) + 1, index
-    if parts[0] == "up_blocks":
-        return kind, "output", int(parts[1]) * (layers_per_block + 1) + int(parts[3]), index
-    if parts[0] == "mid_block":
-        return kind, "middle", 0, index
-    raise ValueError(f"not a UNet transformer attention layer: {layer_name}")
-
-
-def comfy_unet_config(unet: dict) -> dict:
-    """A diffusers UNet2DConditionModel config -> ComfyUI's (LDM) UNet config for the same network."""
-    channels = list(unet["block_out_channels"])
-    depth = [1 if "CrossAttn" in t else 0 for t in unet["down_block_types"]]
-    per_level = unet["layers_per_block"]
-    return {
-        "context_dim": unet["cross_attention_dim"], "model_channels": channels[0], "in_channels": unet["in_channels"],
-        "out_channels": unet["out_channels"], "use_linear_in_transformer": False, "adm_in_channels": None,
-        "use_temporal_attention": False, "num_res_blocks": [per_level] * len(channels),
-        "channel_mult": [c // channels[0] for c in channels], "transformer_depth": depth,
-        "transformer_depth_output": [d for d in depth for _ in range(per_level + 1)],
-        "transformer_depth_middle": 1, "num_heads": unet["attention_head_dim"], "num_head_channels": -1,
-        "image_size": 32, "use_spatial_transformer": True, "legacy": False, "dims": 2,
-    }
+from ..errors import InputError
+from ..models.attention import DecoupledCrossAttention, IdentityAttention, attention, transformer_attention_layers
+from .blocks import comfy_block_key, layers_per_block
 
 
 @dataclass(frozen=True)
@@ -151,13 +119,11 @@ class DecoupledCrossAttentionPatch(_Patch):
 
 def attention_patches(animate_net) -> dict[tuple[str, str, int, int], _Patch]:
     """One ComfyUI patch per AnimateNet attention layer, keyed as ComfyUI looks them up."""
-    layers_per_block = animate_net.unet.config.layers_per_block
-    if not isinstance(layers_per_block, int):
-        layers_per_block = layers_per_block[0]
+    per_level = layers_per_block(animate_net.unet)
     patches = {}
     for name, layer in transformer_attention_layers(animate_net.unet).items():
         processor = layer.processor
         patch = (IdentityAttentionPatch(processor) if isinstance(processor, IdentityAttention)
                  else DecoupledCrossAttentionPatch(processor))
-        patches[comfy_block_key(name, layers_per_block)] = patch
+        patches[comfy_block_key(name, per_level)] = patch
     return patches

@@ -1,18 +1,22 @@
-"""The region setting of the sampling nodes: whole frames ("face") or the photo's mouth area only ("mouth")."""
+"""Region "mouth" in ComfyUI's terms: start latents with a denoise mask, and the photo pasted over IMAGE frames.
+
+The compositing itself is generation/compositing.py's, shared with the diffusers pipeline; this converts to and
+from ComfyUI's layouts (latents (F, C, h, w), IMAGE frames (F, H, W, 3) floats in [0, 1]).
+"""
+
+from __future__ import annotations
 
 import numpy as np
 import torch
-from comfy_api.latest import io
 
-from ..portraittalk_core.errors import InputError
-from ..portraittalk_core.pipeline import kept_outside_mouth, paste_over_photo, paste_weights
+from ..errors import InputError
+from ..generation.compositing import kept_outside_mouth, paste_over_photo, paste_weights
+
+MODEL_DEFAULT = "model default"   # the region input's choice that takes the model's own (config.region)
 
 
-def region_input() -> io.Combo.Input:
-    return io.Combo.Input("region", options=["model default", "face", "mouth"], default="model default",
-                          tooltip="face: whole frames are generated. mouth: only the area around the first "
-                                  "reference's mouth is, the rest of every frame is that photo (lip sync; steadier, "
-                                  "no head motion). The demo model's default is mouth.")
+def resolved(region: str, config) -> str:
+    return config.region if region == MODEL_DEFAULT else region
 
 
 def region_latents(region: str, config, faces: list, encoded: torch.Tensor, downscale: int,
@@ -27,17 +31,6 @@ def region_latents(region: str, config, faces: list, encoded: torch.Tensor, down
         return photo, torch.cat([1 - kept_outside_mouth(face, downscale)[:, :, 0] for face in faces])
     start = photo if from_photo else torch.zeros_like(photo)
     return start, torch.ones(len(faces), 1, *photo.shape[-2:])
-
-
-def resolved(region: str, config) -> str:
-    return config.region if region == "model default" else region
-
-
-def paste_photo_input() -> io.Boolean.Input:
-    return io.Boolean.Input("paste_photo", default=True,
-                            tooltip="Region mouth: put the photo's own pixels back outside the mouth area, with a "
-                                    "feathered seam, so only the mouth has been through the VAE. Off: the decoded "
-                                    "frames as they are.")
 
 
 def pasted(images: torch.Tensor, faces: list, config, region: str, downscale: int | None = None) -> torch.Tensor:
