@@ -23,13 +23,13 @@ def setting_input(name: str, **options) -> io.Input:
         return io.Boolean.Input(name, default=default, tooltip=tooltip, **options)
     if kind is str and declared.choices:
         return io.Combo.Input(name, options=[MODEL_DEFAULT, *declared.choices], default=MODEL_DEFAULT,
-                              tooltip=tooltip, **options)
+                              tooltip=f"{tooltip} {MODEL_DEFAULT}: the model's own.", **options)
     low = declared.low
     if default is None:
         default = declared.shown if declared.unset is None else declared.unset
         low = low if declared.unset is None else declared.unset
-        if declared.unset is not None:
-            tooltip += f" {declared.unset} = the model's default."
+        tooltip += (f" {declared.unset} = the model's default." if declared.unset is not None
+                    else f" This input starts at {declared.shown}, which suits most models.")
     if kind is int:
         return io.Int.Input(name, default=default, min=low, max=declared.high, tooltip=tooltip, **options)
     return io.Float.Input(name, default=default, min=low, max=declared.high, step=declared.step, tooltip=tooltip,

@@ -251,12 +251,11 @@ def test_mouth_region_keeps_the_photo_everywhere_else(tiny_pipe, reference_path,
     tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(region="mouth"), progress=False)
     refs = tiny_pipe.prepare_references([reference_path], tiny_pipe.config.resolution)
     with torch.inference_mode():
-        photo = tiny_pipe.backbone.encode_images(refs.pixels)[:1, :, None]       # (1, C, 1, h, w)
-    keep = kept_outside_mouth(refs.faces[0], tiny_pipe.config.vae_scale).bool().expand_as(latents[0])
+        photo = tiny_pipe.backbone.encode_images(refs.pixels)[:1]                # (1, C, h, w)
+    made = torch.cat(latents)                                                    # (frames, C, h, w)
+    keep = kept_outside_mouth(refs.faces[0], tiny_pipe.config.vae_scale)[:, :, 0].bool().expand_as(made)
     assert 0 < (~keep).float().mean() < 0.5                       # the mouth region is a small part of the frame
-    made = torch.cat(latents, dim=2)
-    photo = photo.expand(-1, -1, made.shape[2], -1, -1)
-    keep = keep[:, :, :1].expand_as(made)
+    photo = photo.expand_as(made)
     assert torch.equal(made[keep], photo[keep])
     assert (made[~keep] - photo[~keep]).abs().mean() > 1e-3
     with pytest.raises(InputError, match="unknown region"):
