@@ -292,14 +292,14 @@ def test_low_denoise_stays_near_the_photo(tiny_pipe, reference_path, monkeypatch
     noise they do not."""
     refs = tiny_pipe.prepare_references([reference_path], tiny_pipe.config.resolution)
     with torch.inference_mode():
-        photo = tiny_pipe.backbone.encode_images(refs.pixels)[:1, :, None]       # (1, C, 1, h, w)
+        photo = tiny_pipe.backbone.encode_images(refs.pixels)[:1]                # (1, C, h, w)
     decode = tiny_pipe.decode
     errors = {}
     for denoise in (1.0, 0.1):
         latents = []
         monkeypatch.setattr(tiny_pipe, "decode", lambda new, chunk: latents.append(new.clone()) or decode(new, chunk))
         tiny_pipe([reference_path], (tone(0.3), RATE), None, settings(steps=10, denoise=denoise), progress=False)
-        errors[denoise] = float((torch.cat(latents, dim=2) - photo).abs().mean())
+        errors[denoise] = float((torch.cat(latents) - photo).abs().mean())   # frame-first latents
         monkeypatch.undo()
     assert errors[0.1] < 0.5 * errors[1.0]
 
