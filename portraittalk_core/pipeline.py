@@ -1,6 +1,7 @@
-"""The generation pipeline: photos + speech (+ prompt) -> a talking-face mp4 with the speech.
+"""The diffusers host: photos + speech (+ prompt) -> a talking-face mp4 with the speech.
 
-Reads like the method:
+The networks run as diffusers modules (models/); the clip loop is generation/loop.py's, which the ComfyUI host
+(comfyui/sampling.py) drives too. Reads like the method:
 
 1. audio  -> mono 16 kHz -> features -> per-frame windows -> audio tokens;
 2. photos -> detected, aligned faces -> identity embeddings -> identity tokens; structure maps;
