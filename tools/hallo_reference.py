@@ -2,8 +2,8 @@
 
 Hallo (fudan-generative-vision/hallo on GitHub) publishes one `net.pth` holding every trained part. This tool imports
 Hallo's code from a checkout that you name and reports what it builds, so that PortraitTalk's conversion of those
-weights can be checked against the real thing. Nothing is downloaded and no weights are needed: the networks are built
-on PyTorch's meta device.
+weights can be checked against the real thing. Nothing is downloaded and no weights are needed: `keys` builds the
+full-size networks on PyTorch's meta device, `fixtures` builds small modules on the CPU with seeded random weights.
 
 HALLO_PATH names a checkout of Hallo's repository (a git clone, or an unpacked archive of it); the tool imports its
 `scripts/inference.py` and `hallo/` from there and installs nothing. Run it with a separate reference Python, never
@@ -37,6 +37,18 @@ Subcommands:
   audioproj). `parameter_count` counts parameters; `state_dict_numel` adds the 42 persistent buffers (the motion
   modules' `pos_encoder.pe`), which `net.pth` holds too: scripts/inference.py:244-250 loads it strictly. A `.gz`
   name writes gzip'd JSON.
+- `fixtures [--out tests/fixtures/hallo] [--seed 0]`: golden fixtures for PortraitTalk's tests. Each of Hallo's small
+  modules is built from their class at a tiny size, its parameters drawn from a seeded generator (their
+  zero-initialised layers included, so every path reaches the output), and called in fp32 with one thread exactly as
+  their inference path calls it (the call, with file and line, is in the fixture's JSON). One `NAME.safetensors` per
+  fixture: `in.*` the inputs, `out.*` the outputs, `state.*` the module's state dict under THEIR key names (load it
+  with strict=True); metadata `hallo_commit`. Beside it `NAME.json`: the constructor arguments, the full-size
+  equivalents and where their Net holds them, the call, the tensor shapes, the Hallo commit, torch and diffusers
+  versions, and the quirks a re-implementation must mirror. Fixtures: image_proj, audio_proj, face_locator,
+  audio_block, motion_module (without and with the motion-frame prefix), audio_windows, audio_interpolation. Some
+  chain as in their pipeline: audio_windows' output feeds audio_proj, whose [zeros; tokens] feeds audio_block. The
+  tool rebuilds each module from the saved state alone and checks that it gives the same bits (train and eval mode),
+  and the files are byte-identical from run to run.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ import re
 import subprocess
 import sys
 import types
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -303,6 +316,461 @@ def cmd_keys(args) -> None:
     print(f"wrote {out}")
 
 
+# --- fixtures ------------------------------------------------------------------------------------------------------
+#
+# Golden fixtures for issue 26: Hallo's own small modules, built from their classes at tiny sizes with seeded random
+# weights, called as their inference path calls them. Sizes shared by the fixtures, so that one fixture's output can be
+# the next one's input as in their pipeline (windows -> audio projection -> audio module):
+FIXTURE_FRAMES = 4  # frames of a clip (their n_sample_frames, 16: configs/inference/default.yaml:8)
+FIXTURE_MOTION_FRAMES = 2  # their n_motion_frames (default.yaml:7)
+FIXTURE_HEADS = 8  # SD 1.5's attention_head_dim, which their blocks use as the number of heads
+FIXTURE_LATENT = 8  # latent side at level 0; level l has side FIXTURE_LATENT >> l (4 levels: unet_3d.py:250,279,338)
+FIXTURE_LEVEL = 1  # the level (block depth) of the audio module and the motion module below: side 4
+
+
+def _generator(seed: int, name: str):
+    """One torch.Generator per fixture, from the seed and the fixture's name: adding a fixture changes no other."""
+    import torch
+
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+
+
+def _randomise(module, generator) -> None:
+    """Every parameter drawn again, in sorted name order: weights N(0, 1/fan_in), biases N(0, 0.2^2), norm scales
+    1 + N(0, 0.1^2). Their zero-initialised layers (zero_module: FaceLocator.conv_out, the motion module's proj_out,
+    the audio block's zero_conv_*) become non-zero, so every path reaches the output. Buffers (the motion module's
+    sinusoidal `pe`) keep the values their constructor computes."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in sorted(module.named_parameters()):
+            noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+            if name.endswith("bias"):
+                p.copy_(0.2 * noise)
+            elif p.ndim == 1:
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(noise / p[0].numel() ** 0.5)
+
+
+def _randn(generator, *shape):
+    import torch
+
+    return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+def _uniform(generator, *shape):
+    import torch
+
+    return torch.rand(shape, generator=generator, dtype=torch.float32)
+
+
+def _level_masks(generator, frames: int):
+    """One region mask per level as their pipeline hands them to the UNet: a (1, side*side) mask in [0, 1] per level
+    (image_processor.py:156-180 makes them /255 and flattened), repeated over the clip's frames (inference.py:271-282),
+    then the whole (frames, side*side) block twice, [uncond; cond] (face_animate.py:345-359): (2*frames, side*side),
+    every row of a level equal."""
+    import torch
+
+    masks = []
+    for level in range(4):
+        side = FIXTURE_LATENT >> level
+        one = _uniform(generator, 1, side * side)
+        per_clip = one.repeat(frames, 1)
+        masks.append(torch.cat([per_clip] * 2))
+    return masks
+
+
+class _Fixture:
+    """What one fixture file holds, and how to call the module again from its saved state (the self-check)."""
+
+    def __init__(self, name, *, module=None, factory=None, call=None, inputs, outputs, info):
+        self.name, self.module, self.factory, self.call = name, module, factory, call
+        self.inputs, self.outputs, self.info = inputs, outputs, info
+
+
+def _fixture_image_proj(inference, seed):
+    import torch
+
+    g = _generator(seed, "image_proj")
+    kwargs = {"cross_attention_dim": 32, "clip_embeddings_dim": 16, "clip_extra_context_tokens": 4}
+    module = inference.ImageProjModel(**kwargs)
+    _randomise(module, g)
+    # The raw insightface embedding (not normalised: image_processor.py:133-138), reshaped to (1, dim) by
+    # scripts/inference.py:268. Their pipeline projects it and a zeros_like of it in two calls and concatenates
+    # [uncond, cond] (face_animate.py:294-298).
+    face_emb = _randn(g, 1, kwargs["clip_embeddings_dim"])
+    image_embeds = torch.cat([torch.zeros_like(face_emb), face_emb])
+
+    def call(m, ins):
+        emb = ins["image_embeds"][1:]
+        return {"tokens": torch.cat([m(torch.zeros_like(emb)), m(emb)])}
+
+    outputs = call(module, {"image_embeds": image_embeds})
+    batched = module(image_embeds)
+    info = {
+        "module": "hallo.models.image_proj.ImageProjModel",
+        "constructor": kwargs,
+        "full_size": {"cross_attention_dim": 768, "clip_embeddings_dim": 512, "clip_extra_context_tokens": 4,
+                      "net_prefix": "imageproj.", "built_at": "scripts/inference.py:207-211"},
+        "call": "face_animate.py:294-298: encoder_hidden_states = image_proj(face_emb); uncond = "
+                "image_proj(zeros_like(face_emb)); cat([uncond, cond], dim=0). The fixture's out.tokens is made that "
+                "way, from row 1 of in.image_embeds; row 0 of in.image_embeds is the zeros their uncond projects.",
+        "batched_call_max_abs_diff": float((batched - outputs["tokens"]).abs().max()),
+        "notes": ["proj: Linear(clip_embeddings_dim -> tokens*cross_attention_dim), reshape (-1, tokens, dim) "
+                  "row-major, then LayerNorm(dim, eps 1e-5) per token (image_proj.py:51-54,71-75)",
+                  "the uncond tokens are LayerNorm(reshape(proj.bias)), not zero"],
+    }
+    return _Fixture("image_proj", module=module, factory=lambda: inference.ImageProjModel(**kwargs), call=call,
+                    inputs={"image_embeds": image_embeds}, outputs=outputs, info=info)
+
+
+def _fixture_audio_windows(inference, seed):
+    g = _generator(seed, "audio_windows")
+    frames, layers, channels = 2 * FIXTURE_FRAMES, 3, 16
+    # audio_processor.py:124-125: stack(hidden_states[1:], dim=1).squeeze(0), then "b s d -> s b d":
+    # (video frames of the whole padded clip, wav2vec2 layers, channels).
+    audio_emb = _randn(g, frames, layers, channels)
+    windows = inference.process_audio_emb(audio_emb)
+    info = {
+        "module": "scripts/inference.py:95-114 process_audio_emb (a function, no state)",
+        "constructor": {},
+        "full_size": {"input": "(n_frames, 12, 768), n_frames a multiple of 16 (audio_processor.py:113-115)",
+                      "output": "(n_frames, 5, 12, 768)"},
+        "call": "scripts/inference.py:264, once over the whole padded audio, before it is cut into clips "
+                "(:314-316 takes rows t*16:(t+1)*16 of the windows)",
+        "notes": ["out.windows[i, j] = in.audio_emb[clamp(i + j - 2, 0, n_frames - 1)] for j in 0..4 (offsets "
+                  "-2..+2, clamped at both ends of the WHOLE padded audio, not at clip boundaries)",
+                  "a clip's first and last windows therefore reach into the neighbouring clips' frames",
+                  "the padded tail frames (zero samples, audio_processor.py:113-115) are real wav2vec2 outputs "
+                  "and are windowed like any other frame"],
+    }
+    return _Fixture("audio_windows", inputs={"audio_emb": audio_emb}, outputs={"windows": windows}, info=info)
+
+
+def _fixture_audio_interpolation(seed):
+    import importlib
+
+    g = _generator(seed, "audio_interpolation")
+    wav2vec = importlib.import_module("hallo.models.wav2vec")
+    # wav2vec2's CNN gives 49-50 feature frames a second at 16 kHz; Hallo resamples them to 25 fps (seq_len frames).
+    features = _randn(g, 1, 2 * FIXTURE_FRAMES * 2 - 1, 8)
+    seq_len = 2 * FIXTURE_FRAMES
+    out = wav2vec.linear_interpolation(features, seq_len=seq_len)
+    info = {
+        "module": "hallo/models/wav2vec.py:196-210 linear_interpolation (a function, no state)",
+        "constructor": {"seq_len": seq_len},
+        "full_size": {"input": "(1, T, 512): the CNN feature encoder's output, transposed to (batch, time, channels)",
+                      "output": "(1, seq_len, 512), seq_len = the padded video frame count "
+                                "(audio_processor.py:108-115)"},
+        "call": "hallo/models/wav2vec.py:75-77 (Wav2VecModel.forward, as audio_processor.py:119 calls it): "
+                "feature_extractor -> transpose(1, 2) -> linear_interpolation(seq_len) -> then the feature "
+                "projection and the encoder",
+        "notes": ["torch.nn.functional.interpolate over time, mode 'linear', align_corners=True: output frame k "
+                  "samples input position k*(T-1)/(seq_len-1)",
+                  "this happens BEFORE feature_projection and the transformer encoder, so every hidden state "
+                  "is at the video rate; interpolating the encoder's 50 Hz output afterwards is not equivalent"],
+    }
+    return _Fixture("audio_interpolation", inputs={"extract_features": features}, outputs={"features": out},
+                    info=info)
+
+
+def _fixture_audio_proj(inference, seed, windows):
+    import torch
+
+    g = _generator(seed, "audio_proj")
+    layers, channels = windows.shape[2], windows.shape[3]
+    kwargs = {"seq_len": 5, "blocks": layers, "channels": channels, "intermediate_dim": 32, "output_dim": 32,
+              "context_tokens": 4}
+    module = inference.AudioProjModel(**kwargs)
+    _randomise(module, g)
+    # scripts/inference.py:314-320: the windows of clip t (here t = 1 of clips of FIXTURE_FRAMES), unsqueeze(0).
+    t = 1
+    audio_embeds = windows[t * FIXTURE_FRAMES:(t + 1) * FIXTURE_FRAMES].unsqueeze(0).clone()
+
+    def call(m, ins):
+        tokens = m(ins["audio_embeds"])
+        # face_animate.py:377-378: [zeros_like(tokens); tokens] is what every audio module receives
+        return {"tokens": tokens, "audio_tensor": torch.cat([torch.zeros_like(tokens), tokens])}
+
+    info = {
+        "module": "hallo.models.audio_proj.AudioProjModel",
+        "constructor": kwargs,
+        "full_size": {"seq_len": 5, "blocks": 12, "channels": 768, "intermediate_dim": 512, "output_dim": 768,
+                      "context_tokens": 32, "net_prefix": "audioproj.", "built_at": "scripts/inference.py:213-220"},
+        "call": "scripts/inference.py:314-320: audioproj(windows[t*clip:(t+1)*clip].unsqueeze(0)), once per clip; "
+                "in.audio_embeds is clip t=1 of audio_windows.safetensors' out.windows. out.audio_tensor is "
+                "face_animate.py:377-378: cat([zeros_like(tokens), tokens]), the audio modules' context",
+        "notes": ["each frame's (5, blocks, channels) window is flattened row-major (window index slowest, "
+                  "channel fastest: audio_proj.py:184-186)",
+                  "proj1 -> ReLU -> proj2 -> ReLU -> proj3, reshape (frames, context_tokens, output_dim), "
+                  "LayerNorm(output_dim, eps 1e-5) (audio_proj.py:188-195)",
+                  "uncond audio is zeros of the PROJECTED tokens, not the projection of zero windows"],
+    }
+    return _Fixture("audio_proj", module=module, factory=lambda: inference.AudioProjModel(**kwargs), call=call,
+                    inputs={"audio_embeds": audio_embeds}, outputs=call(module, {"audio_embeds": audio_embeds}),
+                    info=info)
+
+
+def _fixture_face_locator(inference, seed):
+    import torch
+
+    g = _generator(seed, "face_locator")
+    kwargs = {"conditioning_embedding_channels": 32, "conditioning_channels": 3, "block_out_channels": [8, 16, 16, 32]}
+    module = inference.FaceLocator(**kwargs)
+    _randomise(module, g)
+    side = 32  # pixels; the three stride-2 convs give side / 8 = 4, the latent side this image would have
+    # image_processor.py:141-146: the face box as an RGB image in [0, 1]; scripts/inference.py:267 unsqueeze(0).
+    face_mask = _uniform(g, 1, 3, side, side)
+
+    def call(m, ins):
+        # face_animate.py:339-343: unsqueeze(1) (b f c h w), repeat over the clip's frames, transpose to
+        # (b, c, f, h, w), face_locator, then [zeros; features] for CFG.
+        x = ins["face_mask"].unsqueeze(1).repeat(1, FIXTURE_FRAMES, 1, 1, 1).transpose(1, 2)
+        emb = m(x)
+        return {"embedding": emb, "mask_cond_fea": torch.cat([torch.zeros_like(emb), emb])}
+
+    info = {
+        "module": "hallo.models.face_locator.FaceLocator",
+        "constructor": kwargs,
+        "full_size": {"conditioning_embedding_channels": 320, "conditioning_channels": 3,
+                      "block_out_channels": [16, 32, 64, 128], "net_prefix": "face_locator.",
+                      "built_at": "scripts/inference.py:206"},
+        "call": "face_animate.py:339-343 (the repeat over frames, the transpose and the CFG concatenation are part "
+                "of the fixture's call); out.mask_cond_fea is added to conv_in's output (unet_3d.py:603-605)",
+        "notes": ["InflatedConv3d = Conv2d on (b f) c h w, frame by frame (resnet.py:30-66)",
+                  "conv_in(3x3) SiLU; per stage: conv 3x3 SiLU, conv 3x3 stride 2 SiLU; conv_out 3x3 with NO "
+                  "activation (face_locator.py:267-291,304-311); padding 1 everywhere",
+                  "the uncond half is zeros (face_animate.py:343), not face_locator(zeros)"],
+    }
+    return _Fixture("face_locator", module=module, factory=lambda: inference.FaceLocator(**kwargs), call=call,
+                    inputs={"face_mask": face_mask}, outputs=call(module, {"face_mask": face_mask}), info=info)
+
+
+AUDIO_BLOCK_WEIGHTS = (0.5, 1.5, 0.25)  # pose, face, lip: distinct, so that a swapped branch shows
+
+
+def _fixture_audio_block(seed, audio_tensor):
+    import importlib
+
+    g = _generator(seed, "audio_block")
+    transformer_3d = importlib.import_module("hallo.models.transformer_3d")
+    block_in, block_out = 32, 64  # like down_blocks.1's first layer (320 -> 640): inner width = the block's input
+    kwargs = {
+        "num_attention_heads": FIXTURE_HEADS, "attention_head_dim": block_in // FIXTURE_HEADS,
+        "in_channels": block_out, "num_layers": 1, "cross_attention_dim": audio_tensor.shape[-1],
+        "norm_num_groups": 32, "use_linear_projection": False, "only_cross_attention": False,
+        "upcast_attention": False, "use_audio_module": True, "depth": FIXTURE_LEVEL, "unet_block_name": "down",
+        "stack_enable_blocks_name": ["up", "down", "mid"], "stack_enable_blocks_depth": [0, 1, 2, 3],
+    }
+    module = transformer_3d.Transformer3DModel(**kwargs)
+    _randomise(module, g)
+    side = FIXTURE_LATENT >> FIXTURE_LEVEL
+    hidden = _randn(g, 2, block_out, FIXTURE_FRAMES, side, side)
+    full, face, lip = (_level_masks(g, FIXTURE_FRAMES) for _ in range(3))
+    inputs = {"hidden_states": hidden, "audio_embedding": audio_tensor}
+    for name, masks in (("full_mask", full), ("face_mask", face), ("lip_mask", lip)):
+        for level, mask in enumerate(masks):
+            inputs[f"{name}.{level}"] = mask
+
+    def call(m, ins):
+        lists = {n: [ins[f"{n}.{lvl}"] for lvl in range(4)] for n in ("full_mask", "face_mask", "lip_mask")}
+        out = {}
+        for key, scale in (("sample", [1.0, 1.0, 1.0]), ("sample_weighted", list(AUDIO_BLOCK_WEIGHTS))):
+            # unet_3d_blocks.py:724-733 (the train-mode branch their inference takes; checkpoint() only wraps it)
+            out[key] = m(ins["hidden_states"], ins["audio_embedding"], None, lists["full_mask"],
+                         lists["face_mask"], lists["lip_mask"], scale, return_dict=False)[0]
+        return out
+
+    info = {
+        "module": "hallo.models.transformer_3d.Transformer3DModel (use_audio_module=True; its block is "
+                  "hallo.models.attention.AudioTemporalBasicTransformerBlock)",
+        "constructor": kwargs,
+        "full_size": {"example": "denoising_unet.down_blocks.1.audio_modules.0: num_attention_heads 8, "
+                                 "attention_head_dim 40 (inner 320), in_channels 640, cross_attention_dim 768, "
+                                 "depth 1, unet_block_name 'down'",
+                      "built_at": "unet_3d_blocks.py:586-603 (down), 357-375 (mid, depth 3), 1048-1065 (up, depth "
+                                  "3-i); unet_additional_kwargs of configs/inference/default.yaml:46-74"},
+        "call": "unet_3d_blocks.py:724-733: audio_module(hidden_states, audio_embedding, attention_mask=None, "
+                "full_mask, face_mask, lip_mask, motion_scale)[0], after the spatial transformer and before the "
+                "motion module; out.sample with motion_scale [1.0, 1.0, 1.0] (scripts/inference.py:137, "
+                "default.yaml:42-44), out.sample_weighted with [pose, face, lip] = "
+                f"{list(AUDIO_BLOCK_WEIGHTS)}",
+        "level": FIXTURE_LEVEL,
+        "motion_scale_weighted": list(AUDIO_BLOCK_WEIGHTS),
+        "notes": ["in.audio_embedding is audio_proj.safetensors' out.audio_tensor: (2 CFG halves, frames, tokens, "
+                  "dim), [zeros; tokens]; flattened to ((b f), tokens, dim) (transformer_3d.py:183-187)",
+                  "hidden_states (b, c, f, h, w) -> (b f) c h w; GroupNorm(32, in_channels, eps 1e-6) per frame; "
+                  "1x1 conv proj_in to the inner width; tokens row-major (h, w) (transformer_3d.py:180-203)",
+                  "block: norm1 -> attn1 (self) + residual; norm2 -> attn2_0/1/2 over the frame's audio tokens; "
+                  "each x mask[level][:, :, None], reshaped to a square (side = int(sqrt(tokens))) NCHW, its own "
+                  "1x1 zero_conv_full/face/lip with bias; sum = s0*full + s1*face + s2*lip + hidden; "
+                  "norm3 -> GEGLU feed-forward + residual (attention.py:812-905)",
+                  "the masks are the full 4-level lists; the block reads index `depth` only (attention.py:853)",
+                  "LayerNorms eps 1e-5; attention heads 8, scale 1/sqrt(head_dim), no q/k/v bias, to_out bias",
+                  "the zero-audio (uncond) rows still change: to_out biases x mask -> zero_conv with bias",
+                  "proj_out 1x1 conv inner -> in_channels, plus the block input as residual"],
+    }
+    return _Fixture("audio_block", module=module, factory=lambda: transformer_3d.Transformer3DModel(**kwargs),
+                    call=call, inputs=inputs, outputs=call(module, inputs), info=info)
+
+
+def _fixture_motion_module(seed):
+    import importlib
+    import torch
+
+    g = _generator(seed, "motion_module")
+    motion_module = importlib.import_module("hallo.models.motion_module")
+    width, n, side = 64, FIXTURE_MOTION_FRAMES, FIXTURE_LATENT >> FIXTURE_LEVEL
+    # configs/inference/default.yaml:59-68, at a tiny width; built by unet_3d_blocks.py:606-613
+    mm_kwargs = {"num_attention_heads": FIXTURE_HEADS, "num_transformer_block": 1,
+                 "attention_block_types": ["Temporal_Self", "Temporal_Self"], "temporal_position_encoding": True,
+                 "temporal_position_encoding_max_len": 32, "temporal_attention_dim_div": 1}
+
+    def factory():
+        return motion_module.get_motion_module(in_channels=width, motion_module_type="Vanilla",
+                                               motion_module_kwargs=dict(mm_kwargs))
+
+    module = factory()
+    _randomise(module, g)
+    hidden = _randn(g, 2, width, FIXTURE_FRAMES, side, side)
+    # The reference bank of the same layer: rows [ref, m1, m2] for each CFG half, (2*(1+n), side*side, width), the
+    # reference UNet's norm1 output cast to float16 by update() (mutual_self_attention.py:404,453).
+    bank = _randn(g, 2 * (1 + n), side * side, width).to(torch.float16).to(torch.float32)
+    # mutual_self_attention.py:248-252: "(b s) l c -> b s l c" with b = 2, rows 1: of each half; then
+    # unet_3d_blocks.py:702-709: "b f (d1 d2) c -> b c f d1 d2" with d1 = hidden_states.size(-1) (the width; the
+    # tokens are split width-major, which is the row-major (h, w) order only because the latents are square).
+    motion_frames = bank.reshape(2, 1 + n, side * side, width)[:, 1:].reshape(2, n, side, side, width)
+    motion_frames = motion_frames.permute(0, 4, 1, 2, 3).contiguous()
+    # The image tokens their blocks pass (unused by Temporal_Self attention; checked below).
+    context = _randn(g, 2, 4, 32)
+
+    def call(m, ins):
+        without = m(ins["hidden_states"], encoder_hidden_states=context)
+        # unet_3d_blocks.py:737-748: cat([motion_frames, hidden_states], dim=2), the module, then [:, :, n:]
+        prefixed = torch.cat([ins["motion_frames"].to(ins["hidden_states"].dtype), ins["hidden_states"]], dim=2)
+        with_all = m(prefixed, context)
+        return {"without_prefix": without, "with_prefix_all": with_all,
+                "with_prefix": with_all[:, :, ins["motion_frames"].shape[2]:]}
+
+    inputs = {"hidden_states": hidden, "reference_bank": bank, "motion_frames": motion_frames}
+    outputs = call(module, inputs)
+    context_unused = bool(torch.equal(module(hidden, None), outputs["without_prefix"]))
+    info = {
+        "module": "hallo.models.motion_module.VanillaTemporalModule (AnimateDiff v2)",
+        "constructor": {"in_channels": width, **mm_kwargs},
+        "full_size": {"in_channels": "320 / 640 / 1280 (the block's output width)",
+                      "net_prefix": "denoising_unet.<down_blocks.i|mid_block|up_blocks.i>.motion_modules.j.",
+                      "built_at": "unet_3d_blocks.py:606-613 (get_motion_module(in_channels=out_channels, "
+                                  "'Vanilla', motion_module_kwargs)); kwargs from default.yaml:59-68"},
+        "call": "with prefix (their inference, every cross-attention block and mid): unet_3d_blocks.py:737-748 "
+                "(down), 477-490 (mid), 1149-1202 (up): motion_module(cat([motion_frames, hidden_states], dim=2), "
+                "encoder_hidden_states)[:, :, n_motion:]; out.with_prefix_all is before the slice. Without: "
+                "motion_module(hidden_states, encoder_hidden_states), the module alone (their eval branch, "
+                "unet_3d_blocks.py:766-770, which their inference never takes)",
+        "encoder_hidden_states_unused": context_unused,
+        "level": FIXTURE_LEVEL,
+        "notes": ["in.motion_frames is derived from in.reference_bank exactly as their code does (see the tool); "
+                  "its values are float16-representable",
+                  "(b, c, f, h, w) -> (b f) c h w; GroupNorm(32 groups, eps 1e-6) PER FRAME over (c/32, h, w) "
+                  "(motion_module.py:284-290): the prefix frames are normalised on their own",
+                  "proj_in Linear(c -> c); tokens (b f, h*w, c) -> (b h*w, f, c) for each attention "
+                  "(motion_module.py:580-583)",
+                  "per attention block: LayerNorm (eps 1e-5) -> + pe[:, :f] (sinusoidal, length 32, added AFTER the "
+                  "norm, to the attention input only, not to the residual; motion_module.py:585-586,407-418) -> "
+                  "self-attention over frames (8 heads) -> + residual; two such blocks, then ff_norm -> GEGLU "
+                  "feed-forward + residual; proj_out Linear(c -> c) + the input as residual",
+                  "with the prefix the clip's frames get positions n..n+f-1 of pe (2..17 at full size) and the "
+                  "prefix frames take part in every attention; their outputs are dropped",
+                  "state includes the two pos_encoder.pe buffers (their net.pth holds them too)"],
+    }
+    return _Fixture("motion_module", module=module, factory=factory, call=call, inputs=inputs, outputs=outputs,
+                    info=info)
+
+
+def _fixture_tensors(fixture) -> dict:
+    tensors = {f"in.{k}": v for k, v in fixture.inputs.items()}
+    tensors.update({f"out.{k}": v for k, v in fixture.outputs.items()})
+    if fixture.module is not None:
+        tensors.update({f"state.{k}": v for k, v in fixture.module.state_dict().items()})
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def _check_replay(fixture, tensors) -> float:
+    """Rebuild the module from the file's state alone (strict), call it on the file's inputs: must be bit-identical,
+    and identical in eval mode too (their denoiser runs in training mode; no module here has dropout > 0)."""
+    import torch
+
+    module = fixture.factory()
+    state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
+    module.load_state_dict(state, strict=True)
+    inputs = {k.removeprefix("in."): v for k, v in tensors.items() if k.startswith("in.")}
+    worst = 0.0
+    for mode in ("train", "eval"):
+        module.train(mode == "train")
+        with torch.no_grad():
+            outputs = fixture.call(module, inputs)
+        for k, v in outputs.items():
+            if not torch.equal(v, tensors[f"out.{k}"]):
+                worst = max(worst, float((v - tensors[f"out.{k}"]).abs().max()))
+    return worst
+
+
+def cmd_fixtures(args) -> None:
+    root = hallo_checkout()
+    inference, served = import_hallo(root)
+    import diffusers
+    import torch
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    commit = hallo_commit(root)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = args.seed
+    with torch.no_grad():  # their pipeline's __call__ is under no_grad (face_animate.py:249)
+        windows = _fixture_audio_windows(inference, seed)
+        audio_proj = _fixture_audio_proj(inference, seed, windows.outputs["windows"])
+        fixtures = [
+            _fixture_image_proj(inference, seed),
+            audio_proj,
+            _fixture_face_locator(inference, seed),
+            _fixture_audio_block(seed, audio_proj.outputs["audio_tensor"]),
+            _fixture_motion_module(seed),
+            windows,
+            _fixture_audio_interpolation(seed),
+        ]
+    total = 0
+    for fixture in fixtures:
+        tensors = _fixture_tensors(fixture)
+        path = out / f"{fixture.name}.safetensors"
+        # One metadata key only: safetensors writes the metadata map in no fixed order, so two keys could swap
+        # between runs and the bytes would differ.
+        save_file(tensors, str(path), metadata={"hallo_commit": commit or "unknown"})
+        replay = _check_replay(fixture, tensors) if fixture.factory is not None else 0.0
+        if replay != 0.0:
+            raise ToolError(f"{fixture.name}: rebuilding from the saved state gives a different output "
+                            f"(max |diff| {replay:.3g})")
+        info = {
+            "fixture": fixture.name,
+            "hallo_commit": commit,
+            "torch": torch.__version__.split("+")[0],
+            "diffusers": diffusers.__version__,
+            "seed": seed,
+            "dtype": "float32",
+            "threads": 1,
+            **fixture.info,
+            "tensors": {k: list(v.shape) for k, v in tensors.items() if not k.startswith("state.")},
+            "state_keys": len([k for k in tensors if k.startswith("state.")]),
+        }
+        (out / f"{fixture.name}.json").write_text(json.dumps(info, indent=1) + "\n")
+        size = path.stat().st_size
+        total += size
+        print(f"  {path.name:34s} {size:>9,d} bytes, {info['state_keys']:3d} state tensors")
+    print(f"stand-in modules served: {', '.join(sorted(served)) or 'none'}")
+    print(f"wrote {len(fixtures)} fixtures to {out} ({total:,} bytes of safetensors), Hallo {commit or 'unknown'}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,6 +781,10 @@ def main(argv=None) -> int:
                       help="Hallo config whose unet_additional_kwargs to use, relative to HALLO_PATH "
                            "(default: %(default)s, as scripts/inference.py)")
     keys.set_defaults(run=cmd_keys)
+    fixtures = sub.add_parser("fixtures", help="write golden fixtures of Hallo's small modules (tiny, seeded, fp32)")
+    fixtures.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
+    fixtures.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (%(default)s)")
+    fixtures.set_defaults(run=cmd_fixtures)
     args = parser.parse_args(argv)
     try:
         args.run(args)
