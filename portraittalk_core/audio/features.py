@@ -4,7 +4,8 @@ The talking-face models only ever see audio as a tensor with one row per *video 
 resamples a front end's track ``(T, L, C)`` to the video frame rate and gives each frame a few neighbours on
 either side, because lip shapes anticipate and trail the sound. ``encode_audio`` runs a front end and does
 that; ``features_from_hidden_states`` and ``features_from_comfy_encoder`` do it for hidden states computed
-elsewhere (ComfyUI's audio encoder).
+elsewhere (ComfyUI's audio encoder). ``clamped_neighbour_windows`` and ``interpolate_to_frames`` are Hallo's
+windowing and its resampling of wav2vec2's CNN features (issue 26), kept apart from ``frame_windows``.
 
 Time convention used throughout: video frame ``i`` covers ``[i / fps, (i + 1) / fps)``, and feature
 step ``j`` describes the time ``(j + 0.5) / feature_rate`` (the middle of its hop).
@@ -17,6 +18,7 @@ import numbers
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import AudioError, InputError
@@ -119,6 +121,48 @@ def _hat_integral(x: torch.Tensor) -> torch.Tensor:
     """Integral from -inf to x of the unit hat ``max(0, 1 - |x|)``."""
     x = x.clamp(-1.0, 1.0)
     return torch.where(x < 0, (x + 1) ** 2 / 2, 1 - (1 - x) ** 2 / 2)
+
+
+def clamped_neighbour_windows(features: torch.Tensor, window: int = 2) -> torch.Tensor:
+    """Features already at the video rate ``(n_frames, L, C)`` -> ``(n_frames, 2*window+1, L, C)``.
+
+    Row ``k`` of frame ``i`` is frame ``clamp(i + k - window, 0, n_frames - 1)``: the windowing step of
+    ``frame_windows`` alone, with none of its resampling (which, even at equal rates, spreads a frame over
+    its neighbours). This is Hallo's per-frame window (scripts/inference.py:95-114), applied once to the
+    whole padded track, so a clip's edge frames see the neighbouring clips' frames. A strided view, as in
+    ``frame_windows``.
+    """
+    if features.ndim != 3 or features.shape[0] < 1:
+        raise AudioError(
+            f"features must have shape (frames, layers, channels), got {tuple(features.shape)}",
+            "pass one row per video frame, e.g. wav2vec2 hidden states interpolated to the frame count",
+        )
+    if not isinstance(window, numbers.Integral) or window < 0:
+        raise InputError(f"window must be an integer >= 0, got {window!r}", "pass window=2")
+    first, last = features[:1].expand(window, -1, -1), features[-1:].expand(window, -1, -1)
+    padded = torch.cat([first, features, last])
+    return rearrange(padded.unfold(0, 2 * window + 1, 1), "n l c w -> n w l c")
+
+
+def interpolate_to_frames(features: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """A feature track ``(batch, T, C)`` -> ``(batch, n_frames, C)`` by linear interpolation over time.
+
+    The first and last steps land on the first and last frames (``align_corners=True``): output frame ``k``
+    reads input position ``k * (T - 1) / (n_frames - 1)``. This is how Hallo brings wav2vec2's CNN features to
+    the video rate *before* the feature projection and the encoder (hallo/models/wav2vec.py:75-77,196-210);
+    it does not follow this module's time convention (steps at the middles of their hops), on purpose.
+    """
+    if features.ndim != 3 or features.shape[1] < 1:
+        raise AudioError(
+            f"features must have shape (batch, time, channels), got {tuple(features.shape)}",
+            "pass the CNN feature encoder's output transposed to (batch, time, channels)",
+        )
+    if not isinstance(n_frames, numbers.Integral) or n_frames < 1:
+        raise InputError(f"n_frames must be an integer >= 1, got {n_frames!r}",
+                         "compute it with frame_count()")
+    over_time = rearrange(features, "b t c -> b c t")
+    resampled = F.interpolate(over_time, size=int(n_frames), mode="linear", align_corners=True)
+    return rearrange(resampled, "b c t -> b t c")
 
 
 @dataclass

@@ -12,6 +12,10 @@ class IdentityProjection(nn.Module):
 
     References of one identity are projected one by one and their tokens concatenated, so the
     decoupled cross-attention attends over all references at once.
+
+    With one reference this is Hallo's image projection as it stands (hallo/models/image_proj.py:51-54,72-75:
+    the same names, the Linear's output split token-major, LayerNorm at eps 1e-5), so their ``imageproj.*``
+    weights load unchanged; keep the ``(k d)`` split, their tokens depend on it.
     """
 
     def __init__(self, embed_dim: int, cross_attention_dim: int, num_tokens: int):

@@ -1,0 +1,1 @@
+"""Converting other model families' checkpoints."""
