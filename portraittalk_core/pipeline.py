@@ -259,8 +259,8 @@ class PortraitTalkPipeline:
     def denoise_clip(self, clip: Clip, noise: torch.Tensor, motion_latents: torch.Tensor | None,
                      cond: dict, settings: GenerationSettings, scheduler, on_step=None, cancel=None
                      ) -> torch.Tensor:
-        """Denoise one clip; returns the latents of its new frames (1, C, new, h, w). ``cond["photo"]`` holds
-        the clip's ``PhotoFrames``.
+        """Denoise one clip; returns its latents (1, C, F, h, w), the first ``clip.context`` frames being exactly
+        ``motion_latents``. ``cond["photo"]`` holds the clip's ``PhotoFrames``.
 
         What is known (``known_latents``: the motion frames, and for region "mouth" the photo outside the
         mouth) is put back at the current noise level before every step, so the rest is denoised in attention
@@ -305,9 +305,9 @@ class PortraitTalkPipeline:
             latents = scheduler.step(eps, t, latents).prev_sample
             if on_step is not None:
                 on_step()
-        if known is not None:
+        if known is not None:  # exactly the known latents, the motion frames among them (lerp at 1 is its end)
             latents = torch.lerp(latents, known, known_mask)
-        return latents[:, :, clip.context:]
+        return latents
 
     # -- stage 6: decoding -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -391,10 +391,9 @@ class PortraitTalkPipeline:
                     face, region, settings.paste_photo, motion[clip.first:clip.end])
             known = None if motion_latents is None else rearrange(motion_latents, "f c h w -> 1 c f h w")
             with timer("denoise"):
-                new = self.denoise_clip(clip, noise, known, dict(cond, photo=photos[clip]), settings, scheduler,
-                                        on_step, cancel)
-            full = new if known is None else torch.cat([known, new], dim=2)
-            return rearrange(full, "1 c f h w -> f c h w")
+                latents = self.denoise_clip(clip, noise, known, dict(cond, photo=photos[clip]), settings, scheduler,
+                                            on_step, cancel)
+            return rearrange(latents, "1 c f h w -> f c h w")
 
         def decode(clip: Clip, latents: torch.Tensor) -> Iterator[np.ndarray]:
             photo, first = photos.pop(clip), clip.context  # the new frames' place in the clip

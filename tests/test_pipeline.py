@@ -178,13 +178,14 @@ def test_motion_frames_condition_the_next_clip(tiny_pipe, reference_path, monkey
     tiny_pipe([reference_path], (tone(0.9), RATE), None, settings(motion_frames=2), progress=False)
     assert len(calls) == 4 and calls[0][1] is None   # 23 frames: 8 + 6 + 6 + 3 new
     generated = calls[0][2]
-    for clip, motion, new, *_ in calls[1:]:
+    for clip, motion, latents, *_ in calls[1:]:
         assert clip.context == 2 and torch.equal(motion, generated[:, :, -2:])
-        generated = torch.cat([generated, new], dim=2)
+        assert torch.equal(latents[:, :, :2], motion)   # the clip's latents begin with the motion frames, exactly
+        generated = torch.cat([generated, latents[:, :, 2:]], dim=2)
 
     clip, motion, new, noise, cond, args = calls[1]
     other = denoise(clip, noise, torch.randn_like(motion), cond, *args)
-    assert (other - new).abs().max() > 1e-4
+    assert (other[:, :, 2:] - new[:, :, 2:]).abs().max() > 1e-4   # the new frames follow the motion frames
 
 
 def test_bad_resolution_steps_and_denoise(tiny_pipe, reference_path):
