@@ -155,9 +155,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_generation_settings(settings, config) -> None:
-    """Every setting of ``settings`` (generation.GenerationSettings) in its declared range for ``config``'s model,
-    an error naming it as the user set it (a flag, or where there is none, its name). None means the model's
-    default and is always fine."""
+    """Every setting of ``settings`` (a GenerationSettings, generation/settings.py) in its declared range for
+    ``config``'s model, an error naming it as the user set it (a flag, or where there is none, its name). None
+    means the model's default and is always fine."""
     clip_frames = settings.clip_frames or config.clip_frames
     for item in fields(settings):
         name, value, declared = item.name, getattr(settings, item.name), generation_settings.declared(item.name)

@@ -179,8 +179,9 @@ def demo() -> PortraitTalkConfig:
         # Byte by byte, 77 positions hold only the first half of a caption (never the background); whole words hold
         # all of it (tokenizers.py).
         tokenizer="caption_words",
-        # Trained in minutes on a CPU, it cannot draw whole frames that hold together (see README, "the demo
-        # model"); redrawing only the mouth region of the photo, it makes steady lip-synced video.
+        # Trained in minutes on a CPU, it cannot draw whole frames that hold together (see docs/demo_model.md,
+        # "Region mouth, and training options"); redrawing only the mouth region of the photo, it makes steady
+        # lip-synced video.
         region="mouth",
         # The head moves with the speech (models/head_pose.py), as the procedural faces' heads do.
         head_motion_channels=64,

@@ -1,7 +1,8 @@
 """Files shipped with the package: the embedded demo model and the default inputs of ``portraittalk demo``.
 
 - ``portraittalk_demo.safetensors``: the embedded demo model (networks and their small backbone in one
-  file), trained from scratch by ``portraittalk train-demo`` on the procedural dataset (README: training).
+  file), trained from scratch by ``portraittalk train-demo`` on the procedural dataset (docs/demo_model.md,
+  *Rebuilding it*).
 - ``demo_face.png``: a procedural face of an identity held out of the demo model's training (test split),
   rendered at 256 px by ``portraittalk synth``'s renderer (``render_frame(identity_from_seed(955556416),
   256)``; the seed is one of the demo recipe's test identities): the demo model knows only such faces.

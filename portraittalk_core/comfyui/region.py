@@ -35,8 +35,9 @@ def region_latents(region: str, config, faces: list, encoded: torch.Tensor, down
 
 def pasted(images: torch.Tensor, faces: list, config, region: str, downscale: int | None = None) -> torch.Tensor:
     """IMAGE frames with the photo's pixels outside the redrawn mouth cells (region mouth; any other region:
-    unchanged). ``faces``: the first reference for every frame, or one moved face a frame. The core pipeline's
-    paste_photo, on ComfyUI's float frames. ``downscale``: the VAE's (the model config's by default)."""
+    unchanged). ``faces``: the first reference for every frame, or one moved face a frame. The diffusers host's
+    paste_photo (generation/compositing.py's paste_over_photo), on ComfyUI's float frames. ``downscale``: the
+    VAE's (the model config's by default)."""
     if resolved(region, config) != "mouth":
         return images
     face = faces[0]

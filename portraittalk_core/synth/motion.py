@@ -2,7 +2,7 @@
 random wander of the head from a seed.
 
 Frame ``i`` covers the audio ``[i / fps, (i + 1) / fps)``, as everywhere in the project
-(``audio.py``), so the mouth of frame ``i`` is driven by exactly the sound played during it.
+(``audio/features.py``), so the mouth of frame ``i`` is driven by exactly the sound played during it.
 
 The mouth formula (``mouth_curves``), per frame i with hop = sample_rate / fps samples:
 

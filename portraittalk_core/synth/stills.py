@@ -2,9 +2,9 @@
 
 The video dataset has few people (the demo recipe's 60, 48 of them for training), and a person's caption is
 the same in every one of their clips. A text-to-image backbone trained on those frames sees 48 captions and
-learns them by heart, not what each word means: asked for "a blue background" it cannot draw one (README,
-*The embedded demo model*). A still costs one rendered frame (no speech, no video), so the recipe adds
-thousands of people, each once, with their captions.
+learns them by heart, not what each word means: asked for "a blue background" it cannot draw one
+(docs/demo_model.md, *How the demo came to follow prompts*). A still costs one rendered frame (no speech, no
+video), so the recipe adds thousands of people, each once, with their captions.
 
 Each still is aligned as ``portraittalk prepare`` aligns a synthetic clip (its exact landmarks, the same
 template and face fraction), so stills and video frames share one layout. Identity seeds come from their own

@@ -1,1 +1,2 @@
-"""Training PortraitTalk: masks and losses (this package grows with data preparation and the trainer)."""
+"""Training PortraitTalk: one stage class a stage (stages.py), the trainer around them, their data, masks and
+losses, and the demo recipe; the shards it reads are prepared by data/ (data/prepare.py, data/shards.py)."""

@@ -7,9 +7,9 @@ the head's movement from the speech (stage motion) with the settings below, and 
 Every step resumes, so an interrupted run continues where it stopped. ``--scale`` multiplies the step
 counts and shrinks the dataset: tests run the whole chain with a tiny scale.
 
-On this project's 2-core CPU the recipe took 77.2 minutes from nothing, inside the 90-minute budget; per-stage
-speeds, and the cut recipes that lost the lip sync, are in README, *The embedded demo model* (kept there only, so
-they are written once).
+On this project's 2-core CPU the recipe runs from nothing inside the 90-minute budget; its time, per-stage
+speeds, and the cut recipes that lost the lip sync, are in docs/demo_model.md (*Rebuilding it*, *How the recipe
+came to be*; kept there only, so they are written once).
 """
 
 from __future__ import annotations
