@@ -27,7 +27,7 @@ def demo_weights() -> Path:
         raise WeightsError(f"the embedded demo model is missing: looked for '{DEMO_WEIGHTS.name}' in "
                            f"'{DEMO_WEIGHTS.parent}'",
                            "reinstall the package from a full clone, or rebuild it with `portraittalk "
-                           f"train-demo --out runs/demo` and copy runs/demo/portraittalk_demo.safetensors there")
+                           "train-demo --out runs/demo` and copy runs/demo/portraittalk_demo.safetensors there")
     return DEMO_WEIGHTS
 
 
