@@ -1,0 +1,267 @@
+"""Hallo's ``net.pth``, key by key: where each of its tensors goes (issue 26, item 1; docs/hallo.md, section 2).
+
+``hallo_destination(key, shape)`` names the destination of one of their keys, a ``Destination``:
+
+- ``("unet", ldm_key)``: the denoising UNet's spatial weights (``denoising_unet.*`` outside its motion and audio
+  modules; Hallo fine-tuned them, so they are the MODEL), named as an SD1.5 single-file checkpoint in the original
+  LDM layout (``model.diffusion_model.input_blocks.1.1.proj_in.weight``), which ComfyUI's checkpoint and UNet
+  loaders and diffusers' ``from_single_file`` read. The block ids come from ``comfyui/blocks.ldm_block``; the
+  inverse, diffusers' own LDM -> diffusers converter, is run over it in tests/test_convert_hallo.py.
+- ``("portraittalk", our_key)``: a name in the PortraitTalk file (``PortraitTalkModel.trainable_state_dict``):
+
+  ============================================  ========================================================
+  theirs                                        ours
+  ============================================  ========================================================
+  ``reference_unet.*``                          ``identity_net.unet.*`` (same names; theirs has no
+                                                ``conv_norm_out``/``conv_out``)
+  ``denoising_unet.<b>.motion_modules.<j>.*``   ``animate_net.unet.<b>.motion_modules.<j>.*`` in
+                                                diffusers' names (``hallo_keys.MOTION_MODULE``)
+  ``denoising_unet.<b>.audio_modules.<j>.*``    ``animate_net.unet.<b>.audio_blocks.<j>.*``
+                                                (``hallo_keys.AUDIO_BLOCK``)
+  ``face_locator.*``                            ``animate_net.structure_encoder.*``
+  ``imageproj.*``                               ``identity_projection.*``
+  ``audioproj.*``                               ``audio_projection.*`` (``FlatAudioProjection``'s names)
+  ============================================  ========================================================
+
+  **Audio blocks, a naming decision.** Hallo has one audio module after each spatial transformer of its denoiser
+  (16 at SD1.5 size: ``<b>`` is ``down_blocks.0-2``, ``mid_block``, ``up_blocks.1-3``, ``<j>`` the transformer's
+  index in its block). Ours are ``models/audio_block.RegionAudioBlock`` modules that the wiring step builds in
+  AnimateNet's UNet under ``<b>.audio_blocks.<j>``, beside that block's ``attentions.<j>`` and
+  ``motion_modules.<j>``, so that a layer's three modules share one index. Their widths: ``in_channels`` the
+  block's output width, the inner width that of the resnet input of the same layer in a down block
+  (hallo/models/unet_3d_blocks.py:552,586-590), the block's input width in an up block (1048-1052) and the mid
+  block's width there (357-361).
+- ``("skip", kept_key, reason)``: in their ``Net`` but never run by their inference, or a copy of another key:
+
+  * the motion modules of the attention-free blocks (SD1.5: ``down_blocks.3`` and ``up_blocks.0``, 2 + 3 modules,
+    135 keys once their duplicated tables are out). ``DownBlock3D`` and ``UpBlock3D`` call their motion modules
+    only outside the gradient-checkpointing branch (hallo/models/unet_3d_blocks.py:903-927 and 1369-1400), and
+    their inference runs the denoiser in training mode with checkpointing on, so these modules are bypassed.
+    **Kept for training** under ``skipped.`` + the name they would have in AnimateNet
+    (``skipped.animate_net.unet.down_blocks.3.motion_modules.0.proj_in.weight``): drop the prefix to load them
+    (``portraittalk train --init``); inference never reads ``skipped.*``, and AnimateNet's own modules there keep
+    their zero ``proj_out``, which makes each exactly the identity: the bypass, computed.
+  * each motion module's second sinusoidal table (``hallo_keys.MOTION_MODULE_DUPLICATES``, 21 keys): a copy of the
+    first, **dropped** (``kept_key`` None). ``same_as`` names the key it must equal, checked when their file is
+    read.
+
+Every key of their ``Net`` has exactly one destination; a key that is not theirs, or not of their shape, raises:
+nothing is dropped silently. ``hallo_net_shapes()`` is their full key list with shapes, made from our own modules
+at Hallo's sizes on the meta device through the inverse key maps (tests/test_convert_hallo.py checks it against
+tests/fixtures/hallo/net_keys.json, written from their code).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+from diffusers import MotionAdapter, UNet2DConditionModel
+
+from ..comfyui.blocks import ldm_block
+from ..config import sd15
+from ..errors import WeightsError
+from ..models.audio_block import RegionAudioBlock
+from ..models.flat_audio_projection import FlatAudioProjection
+from ..models.projection import IdentityProjection
+from ..models.structure import structure_encoder
+from .hallo_keys import (AUDIO_BLOCK, AUDIO_PROJECTION, FACE_LOCATOR, IMAGE_PROJECTION, MOTION_MODULE,
+                         MOTION_MODULE_DUPLICATES, rename)
+
+UNET, PORTRAITTALK, SKIP = "unet", "portraittalk", "skip"
+LDM_PREFIX = "model.diffusion_model."
+SKIPPED_PREFIX = "skipped."
+
+# Hallo's module sizes at full size (scripts/inference.py:206-220; face_locator.py:63-64): the insightface
+# embedding (512) -> 4 tokens; wav2vec2's 12 hidden layers x 768 over a 5-frame window -> 512 -> 512 -> 32 tokens;
+# the face locator's RGB input and widths. The UNet is SD1.5's (our ``sd15`` preset's unet and motion configs).
+FACE_EMBED_DIM, IDENTITY_TOKENS = 512, 4
+AUDIO_LAYERS, AUDIO_DIM, AUDIO_WINDOW, AUDIO_TOKENS, AUDIO_HIDDEN = 12, 768, 2, 32, 512
+FACE_LOCATOR_INPUT, FACE_LOCATOR_WIDTHS = 3, (16, 32, 64, 128)
+
+# Their parts of Net (scripts/inference.py:51-90) -> ours, for the modules renamed by one map.
+_SMALL_MODULES = {
+    "face_locator.": ("animate_net.structure_encoder.", FACE_LOCATOR),
+    "imageproj.": ("identity_projection.", IMAGE_PROJECTION),
+    "audioproj.": ("audio_projection.", AUDIO_PROJECTION),
+}
+
+# diffusers' UNet2DConditionModel names -> the LDM code's: the top-level layers and a resnet's sublayers.
+_LDM_TOP = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
+            "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+_LDM_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "time_emb_proj.": "emb_layers.1.",
+               "norm2.": "out_layers.0.", "conv2.": "out_layers.3.", "conv_shortcut.": "skip_connection."}
+_UNET_LAYER = re.compile(r"(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)")
+_MID_LAYER = re.compile(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)")
+_BLOCK_MODULE = re.compile(r"denoising_unet\.((?:down_blocks|up_blocks)\.\d+|mid_block)\.(motion|audio)_modules\."
+                           r"(\d+)\.(.+)")
+
+
+class Destination(NamedTuple):
+    """Where one of their tensors goes. ``kind``: ``unet`` | ``portraittalk`` | ``skip``. ``key``: its name in that
+    file; for a skip, the name it is kept under in the PortraitTalk file, or None when it is dropped. ``reason``:
+    why a key is skipped. ``same_as``: for a dropped copy, their key whose tensor it must equal."""
+
+    kind: str
+    key: str | None
+    reason: str | None = None
+    same_as: str | None = None
+
+
+def _fix() -> str:
+    return "pass Hallo's own net.pth (its Hugging Face repository, hallo/net.pth) to the conversion"
+
+
+def _unknown(key: str) -> WeightsError:
+    return WeightsError(f"'{key}' is not a key of Hallo's Net (docs/hallo.md, section 2)", _fix())
+
+
+def _rename_one(name: str, mapping: Mapping[str, str]) -> str:
+    return next(iter(rename({name: None}, mapping)))
+
+
+def _unet_layout() -> tuple[int, set[int], set[int]]:
+    """SD1.5's (layers per down level, down levels without attention, up levels without attention)."""
+    unet = sd15().unet
+    plain = (lambda types: {i for i, t in enumerate(types) if "CrossAttn" not in t})
+    return unet["layers_per_block"], plain(unet["down_block_types"]), plain(unet["up_block_types"])
+
+
+def ldm_unet_key(name: str) -> str:
+    """A diffusers UNet2DConditionModel key of SD1.5 -> its key in an LDM single-file checkpoint."""
+    per_level, _, plain_up = _unet_layout()
+    top = [prefix for prefix in _LDM_TOP if name.startswith(prefix)]
+    if top:
+        return LDM_PREFIX + _LDM_TOP[top[0]] + name[len(top[0]):]
+    if match := _MID_LAYER.fullmatch(name):
+        kind, index, rest = match[1], int(match[2]), match[3]
+        if kind == "resnets":  # LDM's middle block: resnet, transformer, resnet
+            return LDM_PREFIX + f"middle_block.{2 * index}." + _rename_one(rest, _LDM_RESNET)
+        return LDM_PREFIX + f"middle_block.{2 * index + 1}." + rest
+    match = _UNET_LAYER.fullmatch(name)
+    if not match:
+        raise _unknown(name)
+    part, level, kind, index, rest = match[1], int(match[2]), match[3], int(match[4]), match[5]
+    if kind in ("downsamplers", "upsamplers"):
+        if index != 0 or not rest.startswith("conv."):
+            raise _unknown(name)
+        # The resampler closes its level: one block after the last layer going down, inside the last layer going
+        # up, after its resnet and (where the level has one) its transformer.
+        _, block = ldm_block(part, level, per_level, per_level)
+        if part == "down_blocks":
+            return LDM_PREFIX + f"input_blocks.{block}.0.op." + rest[len("conv."):]
+        return LDM_PREFIX + f"output_blocks.{block}.{1 if level in plain_up else 2}." + rest
+    side, block = ldm_block(part, level, index, per_level)
+    blocks = "input_blocks" if side == "input" else "output_blocks"
+    if kind == "resnets":
+        return LDM_PREFIX + f"{blocks}.{block}.0." + _rename_one(rest, _LDM_RESNET)
+    return LDM_PREFIX + f"{blocks}.{block}.1." + rest
+
+
+def _route(key: str) -> Destination:
+    """The destination of one of their keys by its name alone (``hallo_destination`` checks the key first)."""
+    for theirs, (ours, mapping) in _SMALL_MODULES.items():
+        if key.startswith(theirs):
+            return Destination(PORTRAITTALK, ours + _rename_one(key[len(theirs):], mapping))
+    if key.startswith("reference_unet."):
+        name = key[len("reference_unet."):]
+        ldm_unet_key(name)  # a UNet layer's name, or it raises
+        return Destination(PORTRAITTALK, "identity_net.unet." + name)
+    if not key.startswith("denoising_unet."):
+        raise _unknown(key)
+    match = _BLOCK_MODULE.fullmatch(key)
+    if match is None:
+        return Destination(UNET, ldm_unet_key(key[len("denoising_unet."):]))
+    block, kind, index, rest = match[1], match[2], match[3], match[4]
+    if kind == "audio":
+        return Destination(PORTRAITTALK, f"animate_net.unet.{block}.audio_blocks.{index}."
+                           + _rename_one(rest, AUDIO_BLOCK))
+    if rest in MOTION_MODULE_DUPLICATES:
+        original = f"denoising_unet.{block}.motion_modules.{index}.{MOTION_MODULE_DUPLICATES[rest]}"
+        return Destination(SKIP, None, "a copy of the same sinusoidal table in the module's first attention: "
+                           "checked equal, dropped", same_as=original)
+    ours = f"animate_net.unet.{block}.motion_modules.{index}." + _rename_one(rest, MOTION_MODULE)
+    _, plain_down, plain_up = _unet_layout()
+    part, _, level = block.partition(".")
+    if level and int(level) in (plain_down if part == "down_blocks" else plain_up):
+        return Destination(SKIP, SKIPPED_PREFIX + ours,
+                           "motion module of an attention-free block, bypassed by their train-mode inference: "
+                           "kept for training")
+    return Destination(PORTRAITTALK, ours)
+
+
+def hallo_destination(key: str, shape) -> Destination:
+    """Where their tensor ``key`` of ``shape`` goes. Raises WeightsError for a key that is not in their Net or a
+    shape that is not theirs."""
+    expected = _net_shapes()
+    if key not in expected:
+        raise _unknown(key)
+    if tuple(shape) != expected[key]:
+        raise WeightsError(f"'{key}' has the shape {tuple(shape)}, Hallo's Net has {expected[key]}", _fix())
+    return _route(key)
+
+
+# -- their key list, from our modules at their sizes ---------------------------------------------------------------
+def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
+    return {ours: theirs for theirs, ours in mapping.items()}
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _audio_widths(block: str, index: int, channels: tuple[int, ...]) -> tuple[int, int]:
+    """(in_channels, inner width) of their audio module ``block``.audio_modules.``index`` (see the docstring)."""
+    part, _, level = block.partition(".")
+    if part == "mid_block":
+        return channels[-1], channels[-1]
+    level = int(level)
+    if part == "down_blocks":
+        return channels[level], channels[max(level - 1, 0)] if index == 0 else channels[level]
+    up = channels[::-1]
+    return up[level], up[min(level + 1, len(up) - 1)]
+
+
+@functools.lru_cache(maxsize=1)
+def _net_shapes() -> dict[str, tuple[int, ...]]:
+    config = sd15()
+    heads, cross = config.unet["attention_head_dim"], config.unet["cross_attention_dim"]
+    channels = tuple(config.unet["block_out_channels"])
+    with torch.device("meta"):
+        unet = _shapes(UNet2DConditionModel(**config.unet))
+        motion = _shapes(MotionAdapter(**config.motion))
+        small = {
+            "face_locator.": (structure_encoder(channels[0], FACE_LOCATOR_WIDTHS, FACE_LOCATOR_INPUT), FACE_LOCATOR),
+            "imageproj.": (IdentityProjection(FACE_EMBED_DIM, cross, IDENTITY_TOKENS), IMAGE_PROJECTION),
+            "audioproj.": (FlatAudioProjection(AUDIO_LAYERS, AUDIO_DIM, AUDIO_WINDOW, cross, AUDIO_TOKENS,
+                                               AUDIO_HIDDEN), AUDIO_PROJECTION),
+        }
+        transformers = sorted({m[1] for k in unet if (m := re.match(r"(.+\.attentions\.\d+)\.", k))})
+        audio = {}
+        for name in transformers:
+            block, _, index = name.rpartition(".attentions.")
+            width, inner = _audio_widths(block, int(index), channels)
+            audio[f"{block}.audio_modules.{index}."] = _shapes(RegionAudioBlock(width, heads, inner // heads, cross))
+    shapes = {f"reference_unet.{k}": v for k, v in unet.items() if not k.startswith(("conv_norm_out.", "conv_out."))}
+    shapes.update({f"denoising_unet.{k}": v for k, v in unet.items()})
+    for key, shape in motion.items():
+        block, index, rest = re.fullmatch(r"(.+)\.motion_modules\.(\d+)\.(.+)", key).groups()
+        theirs = _rename_one(rest, _inverse(MOTION_MODULE))
+        shapes[f"denoising_unet.{block}.motion_modules.{index}.{theirs}"] = shape
+        for copy, original in MOTION_MODULE_DUPLICATES.items():
+            if theirs == original:
+                shapes[f"denoising_unet.{block}.motion_modules.{index}.{copy}"] = shape
+    for prefix, module in audio.items():
+        shapes.update({f"denoising_unet.{prefix}{k}": v for k, v in rename(module, _inverse(AUDIO_BLOCK)).items()})
+    for prefix, (module, mapping) in small.items():
+        shapes.update({prefix + k: v for k, v in rename(_shapes(module), _inverse(mapping)).items()})
+    return shapes
+
+
+def hallo_net_shapes() -> dict[str, tuple[int, ...]]:
+    """Every key of Hallo's full-size Net with its shape, from our modules at their sizes (on the meta device)."""
+    return dict(_net_shapes())
+

@@ -1,0 +1,175 @@
+"""Hallo's net.pth key by key (issue 26, item 1: convert/hallo.py): every one of the 2,656 keys of their full-size
+Net (tests/fixtures/hallo/net_keys.json, written from their code) has one destination or an explicit skip; the UNet
+keys go back through diffusers' own LDM -> diffusers converter to SD1.5's UNet exactly; the PortraitTalk keys fit our
+modules built at full size on the meta device."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import MotionAdapter, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+from portraittalk_core.comfyui.blocks import comfy_unet_config
+from portraittalk_core.config import sd15
+from portraittalk_core.convert.hallo import (LDM_PREFIX, PORTRAITTALK, SKIP, SKIPPED_PREFIX, UNET, hallo_destination,
+                                             hallo_net_shapes)
+from portraittalk_core.errors import WeightsError
+from portraittalk_core.models.audio_block import RegionAudioBlock
+from portraittalk_core.models.flat_audio_projection import FlatAudioProjection
+from portraittalk_core.models.projection import IdentityProjection
+from portraittalk_core.models.structure import structure_encoder
+
+NET = json.loads((Path(__file__).parent / "fixtures" / "hallo" / "net_keys.json").read_text())
+THEIRS = {key: tuple(shape) for key, shape in NET["keys"].items()}
+DESTINATIONS = {key: hallo_destination(key, shape) for key, shape in THEIRS.items()}
+
+
+def shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def ours(prefix: str) -> dict[str, tuple[int, ...]]:
+    """Their shapes by our key, for the PortraitTalk destinations under ``prefix``."""
+    return {d.key: THEIRS[k] for k, d in DESTINATIONS.items() if d.kind == PORTRAITTALK and d.key.startswith(prefix)}
+
+
+def test_every_key_has_one_destination_or_an_explicit_skip():
+    assert len(THEIRS) == NET["key_count"] == 2656
+    assert all(d.kind in (UNET, PORTRAITTALK, SKIP) for d in DESTINATIONS.values())
+    assert all(d.key or d.same_as for d in DESTINATIONS.values())       # a drop says what it copies
+    assert all((d.kind == SKIP) == bool(d.reason) for d in DESTINATIONS.values())
+    written = [(d.kind if d.kind == UNET else PORTRAITTALK, d.key) for d in DESTINATIONS.values() if d.key]
+    assert len(written) == len(set(written))
+
+    def group(d):
+        if d.kind == UNET:
+            return "unet"
+        if d.key is None:
+            return "dropped copy"
+        name = d.key.removeprefix(SKIPPED_PREFIX)
+        part = next((p for p in ("motion_modules", "audio_blocks") if f".{p}." in name), None)
+        label = ".".join(name.split(".")[:2 if name.startswith(("animate_net", "identity_net")) else 1])
+        return ("skipped " if d.kind == SKIP else "") + (part or label)
+
+    assert Counter(map(group, DESTINATIONS.values())) == {
+        "unet": 686, "identity_net.unet": 682, "motion_modules": 16 * 27, "audio_blocks": 16 * 42,
+        "animate_net.structure_encoder": 16, "identity_projection": 4, "audio_projection": 8,
+        "skipped motion_modules": 5 * 27, "dropped copy": 21}
+
+
+def test_skips_are_the_attention_free_blocks_motion_modules_and_the_second_position_tables():
+    for key, d in DESTINATIONS.items():
+        bypassed = re.match(r"denoising_unet\.(down_blocks\.3|up_blocks\.0)\.motion_modules\.", key)
+        copy = key.endswith("attention_blocks.1.pos_encoder.pe")
+        assert (d.kind == SKIP) == bool(bypassed or copy), key
+        if copy:
+            assert d.key is None and d.same_as == key.replace("attention_blocks.1.", "attention_blocks.0.")
+        elif bypassed:
+            assert d.key.startswith(SKIPPED_PREFIX + "animate_net.unet.") and ".motion_modules." in d.key
+
+
+def test_unknown_keys_and_wrong_shapes_raise():
+    with pytest.raises(WeightsError, match="not a key of Hallo's Net"):
+        hallo_destination("denoising_unet.down_blocks.0.attentions.0.extra.weight", (320,))
+    with pytest.raises(WeightsError, match="not a key of Hallo's Net"):
+        hallo_destination("vae.encoder.conv_in.weight", (128, 3, 3, 3))
+    with pytest.raises(WeightsError, match=r"has the shape \(320,\), Hallo's Net has \(3072, 512\)"):
+        hallo_destination("imageproj.proj.weight", (320,))
+
+
+def test_our_modules_at_their_sizes_give_their_key_list():
+    assert hallo_net_shapes() == THEIRS
+
+
+def test_unet_keys_convert_back_to_sd15_with_diffusers_own_converter():
+    unet_keys = {k: d.key for k, d in DESTINATIONS.items() if d.kind == UNET}
+    assert all(k.startswith("denoising_unet.") and v.startswith(LDM_PREFIX) for k, v in unet_keys.items())
+    # One distinct meta tensor per key: the converter only moves them, so identity shows which key went where.
+    checkpoint = {ldm: torch.empty(THEIRS[k], device="meta") for k, ldm in unet_keys.items()}
+    converted = convert_ldm_unet_checkpoint(checkpoint, dict(sd15().unet))
+    with torch.device("meta"):
+        expected = shapes(UNet2DConditionModel(**sd15().unet))
+    assert {k: tuple(v.shape) for k, v in converted.items()} == expected
+    for theirs, ldm in unet_keys.items():
+        assert converted[theirs.removeprefix("denoising_unet.")] is checkpoint[ldm], theirs
+
+
+def test_unet_keys_keep_the_ldm_modules_order():
+    """diffusers' converter accepts an upsampler at either index of an output block; the LDM layout (and ComfyUI's
+    strict key map) has each block's modules numbered 0, 1, 2 without gaps: resnet, transformer, resampler."""
+    found: dict[tuple[str, str], dict[int, set[str]]] = {}
+    for d in DESTINATIONS.values():
+        name = d.key.removeprefix(LDM_PREFIX) if d.kind == UNET else ""
+        match = (re.match(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)\.(\w+)\.", name)
+                 or re.match(r"(middle_block)()\.(\d+)\.(\w+)\.", name))
+        if match:
+            kind = ("resnet" if match[4] in ("in_layers", "emb_layers", "out_layers", "skip_connection") else
+                    "resampler" if match[4] in ("op", "conv") else "transformer")
+            found.setdefault((match[1], match[2]), {}).setdefault(int(match[3]), set()).add(kind)
+    assert len(found) == 11 + 1 + 12                                   # input block 0 (conv_in) holds no module
+    for block, modules in found.items():
+        assert sorted(modules) == list(range(len(modules))), block
+        assert all(len(kinds) == 1 for kinds in modules.values()), block
+        order = [kinds.pop() for _, kinds in sorted(modules.items())]
+        if block[0] == "middle_block":
+            assert order == ["resnet", "transformer", "resnet"]
+        else:
+            assert order in (["resnet"], ["resnet", "transformer"], ["resnet", "resampler"],
+                             ["resnet", "transformer", "resampler"], ["resampler"]), block
+
+
+@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="set COMFYUI_PATH to check against ComfyUI's key map")
+def test_unet_keys_are_comfyuis_ldm_names():
+    sys.path.insert(0, os.environ["COMFYUI_PATH"])
+    try:
+        utils = pytest.importorskip("comfy.utils")
+    finally:
+        sys.path.remove(os.environ["COMFYUI_PATH"])
+    config = comfy_unet_config(dict(sd15().unet))
+    per_level = sd15().unet["layers_per_block"]
+    config["transformer_depth"] = [d for d in config["transformer_depth"] for _ in range(per_level)]  # per layer
+    key_map = utils.unet_to_diffusers(config)
+    for theirs, d in DESTINATIONS.items():
+        if d.kind == UNET:
+            assert d.key == LDM_PREFIX + key_map[theirs.removeprefix("denoising_unet.")], theirs
+
+
+def test_portraittalk_keys_fit_our_modules_at_full_size():
+    config = sd15()
+    heads, cross = config.unet["attention_head_dim"], config.unet["cross_attention_dim"]
+    with torch.device("meta"):
+        unet = shapes(UNet2DConditionModel(**config.unet), "identity_net.unet.")
+        motion = shapes(MotionAdapter(**config.motion), "animate_net.unet.")
+        assert ours("animate_net.structure_encoder.") == shapes(
+            structure_encoder(320, (16, 32, 64, 128), input_channels=3), "animate_net.structure_encoder.")
+        assert ours("identity_projection.") == shapes(IdentityProjection(512, cross, 4), "identity_projection.")
+        assert ours("audio_projection.") == shapes(FlatAudioProjection(12, 768, 2, cross, 32, 512),
+                                                   "audio_projection.")
+        audio = ours("animate_net.unet.")
+        audio = {k: v for k, v in audio.items() if ".audio_blocks." in k}
+        blocks = sorted({k.split(".audio_blocks.")[0] + ".audio_blocks." + k.split(".audio_blocks.")[1].split(".")[0]
+                         for k in audio})
+        assert len(blocks) == 16
+        for block in blocks:
+            mine = {k: v for k, v in audio.items() if k.startswith(block + ".")}
+            width, inner = mine[block + ".proj_in.weight"][1], mine[block + ".proj_in.weight"][0]
+            assert mine == shapes(RegionAudioBlock(width, heads, inner // heads, cross), block + ".")
+    # IdentityNet's UNet: all of SD1.5's but the output layers, which their reference UNet does not have.
+    assert ours("identity_net.") == {k: v for k, v in unet.items() if ".conv_norm_out." not in k
+                                     and ".conv_out." not in k}
+    assert len(unet) - len(ours("identity_net.")) == 4
+    # Motion modules: AnimateNet's (MotionAdapter's names), the bypassed ones under skipped.
+    kept = ours("animate_net.unet.")
+    kept = {k: v for k, v in kept.items() if ".motion_modules." in k}
+    skipped = {d.key.removeprefix(SKIPPED_PREFIX): THEIRS[k] for k, d in DESTINATIONS.items() if d.kind == SKIP
+               and d.key}
+    assert not kept.keys() & skipped.keys() and {**kept, **skipped} == motion
+
