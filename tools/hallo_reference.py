@@ -49,6 +49,20 @@ Subcommands:
   chain as in their pipeline: audio_windows' output feeds audio_proj, whose [zeros; tokens] feeds audio_block. The
   tool rebuilds each module from the saved state alone and checks that it gives the same bits (train and eval mode),
   and the files are byte-identical from run to run.
+- `calls [--out tests/fixtures/hallo] [--seed 0]`: whole-model fixtures. One tiny Net (4 levels of 32 channels,
+  layers_per_block 1, cross_attention_dim 32, audio_attention_dim 32, the rest of configs/inference/default.yaml's
+  unet_additional_kwargs; seeded random weights rounded to float16 values, zero inits made non-zero) is frozen and set
+  up as scripts/inference.py:195-262 does (gradient checkpointing on in both UNets, reference UNet in eval mode,
+  denoiser in TRAINING mode), and Hallo's own FaceAnimatePipeline.__call__ runs one 4-frame clip with 2 motion frames
+  at 8x8 latents, guidance 3.5, their DDIM scheduler (scripts/inference.py:185-192), stopped from its callback after
+  2 of 40 steps. The VAE is a stand-in that returns fixed latent means (the Net never sees pixels). Hooks record:
+  `reference_bank` (the reference pass at t=0 and each block's norm1 bank, with the reader/writer pairing),
+  `unet_call` (the first guided denoiser call: every input, the float16 banks, the raw and guided prediction, and how
+  far the output moves when each quirk is dropped), `two_steps` (the pipeline's inputs, the per-clip conditioning,
+  each step's predictions and latents, the scheduler's timesteps, betas and alphas_cumprod). `tiny_net.pth` is that
+  Net's state dict as torch.save of a plain dict (their key names; loads with torch.load(weights_only=True)),
+  `tiny_net.json` its keys and shapes. The tool then rebuilds the Net from tiny_net.pth alone and checks that the
+  whole run gives the same bits.
 """
 
 from __future__ import annotations
@@ -502,9 +516,10 @@ def _fixture_audio_proj(inference, seed, windows):
                 "in.audio_embeds is clip t=1 of audio_windows.safetensors' out.windows. out.audio_tensor is "
                 "face_animate.py:377-378: cat([zeros_like(tokens), tokens]), the audio modules' context",
         "notes": ["each frame's (5, blocks, channels) window is flattened row-major (window index slowest, "
-                  "channel fastest: audio_proj.py:184-186)",
+                  "channel fastest: audio_proj.py:108-110)",
                   "proj1 -> ReLU -> proj2 -> ReLU -> proj3, reshape (frames, context_tokens, output_dim), "
-                  "LayerNorm(output_dim, eps 1e-5) (audio_proj.py:188-195)",
+                  "LayerNorm(output_dim, eps 1e-5) (audio_proj.py:112-119; layers built at :90-94), then back to "
+                  "(batch, frames, tokens, dim) (:120-122)",
                   "uncond audio is zeros of the PROJECTED tokens, not the projection of zero windows"],
     }
     return _Fixture("audio_proj", module=module, factory=lambda: inference.AudioProjModel(**kwargs), call=call,
@@ -540,7 +555,7 @@ def _fixture_face_locator(inference, seed):
                 "of the fixture's call); out.mask_cond_fea is added to conv_in's output (unet_3d.py:603-605)",
         "notes": ["InflatedConv3d = Conv2d on (b f) c h w, frame by frame (resnet.py:30-66)",
                   "conv_in(3x3) SiLU; per stage: conv 3x3 SiLU, conv 3x3 stride 2 SiLU; conv_out 3x3 with NO "
-                  "activation (face_locator.py:267-291,304-311); padding 1 everywhere",
+                  "activation (layers face_locator.py:67-92, forward :104-113); padding 1 everywhere",
                   "the uncond half is zeros (face_animate.py:343), not face_locator(zeros)"],
     }
     return _Fixture("face_locator", module=module, factory=lambda: inference.FaceLocator(**kwargs), call=call,
@@ -771,6 +786,638 @@ def cmd_fixtures(args) -> None:
     print(f"wrote {len(fixtures)} fixtures to {out} ({total:,} bytes of safetensors), Hallo {commit or 'unknown'}")
 
 
+# --- calls: whole-model fixtures -----------------------------------------------------------------------------------
+#
+# One tiny Net with seeded random weights goes through Hallo's own FaceAnimatePipeline.__call__ (face_animate.py:249-
+# 430) exactly as scripts/inference.py:322-337 calls it, for two of its 40 steps; hooks record what it passes where.
+# The three fixtures come from that one run, so they chain: reference_bank is its reference pass (step 0), unet_call
+# its first guided denoiser call, two_steps its first two scheduler steps. The weights are tiny_net.pth.
+#
+# Sizes. Every level needs 32 channels (the motion modules' GroupNorm has 32 groups: motion_module.py:231,244) and
+# there are 4 levels (unet_3d.py:217,250,279,295,338); layers_per_block 1 keeps the Net at 2.1 M parameters.
+CALLS_SIDE = 8  # latent side at level 0; levels 1-3: 4, 2, 1 (square: the audio blocks reshape to a square)
+CALLS_PIXELS = CALLS_SIDE * 8  # what the face locator sees (its three stride-2 convs: / 8), and the stand-in VAE's
+CALLS_UNET = dict(SD15_UNET, block_out_channels=[32, 32, 32, 32], layers_per_block=1, cross_attention_dim=32,
+                  sample_size=CALLS_SIDE)
+# On top of configs/inference/default.yaml:46-74 (every other key as there: inflated GroupNorm, motion modules at all
+# four resolutions and mid, audio modules at every depth, 8 motion heads, pe length 32).
+CALLS_UNET_KWARGS = {"audio_attention_dim": 32}
+CALLS_FACE_LOCATOR = {"conditioning_embedding_channels": 32, "conditioning_channels": 3,
+                      "block_out_channels": [8, 8, 16, 16]}
+CALLS_IMAGE_PROJ = {"cross_attention_dim": 32, "clip_embeddings_dim": 16, "clip_extra_context_tokens": 4}
+CALLS_AUDIO_PROJ = {"seq_len": 5, "blocks": 3, "channels": 16, "intermediate_dim": 32, "output_dim": 32,
+                    "context_tokens": 4}
+CALLS_STEPS_RUN = 2  # of their 40 (default.yaml:17): the pipeline is stopped from its callback after step 1
+NOISE_SEED = 42  # scripts/inference.py:289: torch.manual_seed(42), the generator prepare_latents draws from
+
+
+class _StopPipeline(Exception):
+    """Raised from the pipeline's callback once the steps a fixture needs are done."""
+
+
+def _calls_config(root: Path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(root / "configs" / "inference" / "default.yaml")
+
+
+def _calls_net(inference, config, state=None, seed=0):
+    """The tiny Net, assembled and frozen as scripts/inference.py:195-242 does. Weights: seeded random (every parameter
+    drawn, then rounded to a float16-representable value, so that tiny_net.pth can hold them as float16 and still give
+    the same float32 computation), or `state` (a tiny_net.pth state dict) loaded strictly as :244-250 does."""
+    import torch
+    from omegaconf import OmegaConf
+
+    unet_kwargs = OmegaConf.to_container(config.unet_additional_kwargs)
+    unet_kwargs.update(CALLS_UNET_KWARGS)
+    reference_unet = inference.UNet2DConditionModel.from_config(dict(CALLS_UNET))
+    denoising_unet = inference.UNet3DConditionModel.from_config(
+        dict(CALLS_UNET, _class_name=inference.UNet3DConditionModel.__name__, **UNET_3D_BLOCKS), **unet_kwargs)
+    net = inference.Net(reference_unet, denoising_unet, inference.FaceLocator(**CALLS_FACE_LOCATOR),
+                        inference.ImageProjModel(**CALLS_IMAGE_PROJ), inference.AudioProjModel(**CALLS_AUDIO_PROJ))
+    if state is None:
+        _randomise(net, _generator(seed, "tiny_net"))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(p.to(torch.float16).to(torch.float32))
+    else:
+        net.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    # scripts/inference.py:226-234: frozen, gradient checkpointing on in both UNets.
+    net.requires_grad_(False)
+    reference_unet.enable_gradient_checkpointing()
+    denoising_unet.enable_gradient_checkpointing()
+    # scripts/inference.py:196 builds the reference UNet with from_pretrained, which returns it in eval mode; the
+    # denoiser comes from from_config (unet_3d.py:776), which leaves it in TRAINING mode, and nothing calls eval().
+    reference_unet.eval()
+    denoising_unet.train()
+    return net, unet_kwargs
+
+
+def _calls_scheduler(inference, config):
+    """scripts/inference.py:185-192, verbatim in effect: the yaml's kwargs, then the zero-SNR trio."""
+    from omegaconf import OmegaConf
+
+    kwargs = OmegaConf.to_container(config.noise_scheduler_kwargs)
+    if config.enable_zero_snr:
+        kwargs.update(rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction")
+    return inference.DDIMScheduler(**kwargs), kwargs
+
+
+def _calls_inputs(seed):
+    """What scripts/inference.py hands the pipeline for one clip, drawn at random at the tiny size."""
+    g = _generator(seed, "calls_inputs")
+    f, n = FIXTURE_FRAMES, FIXTURE_MOTION_FRAMES
+    face_emb = _randn(g, 1, CALLS_IMAGE_PROJ["clip_embeddings_dim"])  # raw insightface embedding, inference.py:268
+    face_region = _uniform(g, 1, 3, CALLS_PIXELS, CALLS_PIXELS)  # image_processor.py:141-146, inference.py:267
+    # inference.py:314-317: one clip's windows of the audio features, (1, f, 5, layers, channels)
+    audio_windows = _randn(g, 1, f, CALLS_AUDIO_PROJ["seq_len"], CALLS_AUDIO_PROJ["blocks"],
+                           CALLS_AUDIO_PROJ["channels"])
+    masks = {}
+    for name in ("full_mask", "face_mask", "lip_mask"):
+        for level in range(4):
+            side = CALLS_SIDE >> level
+            # image_processor.py:156-180: (1, side*side) in [0, 1]; inference.py:271-282: .repeat(clip_length, 1)
+            masks[f"{name}.{level}"] = _uniform(g, 1, side * side).repeat(f, 1)
+    # The VAE's latent_dist.mean of [reference; motion frames] (face_animate.py:332-335); the stand-in VAE returns it.
+    # Scaled so that mean * 0.18215 has about unit spread, as SD latents do. The rows differ, as in any clip after the
+    # first (inference.py:302-310: the previous clip's last n frames; the first clip repeats the reference, :294-301),
+    # so that a mix-up of reference and motion rows shows.
+    vae_mean = 5.0 * _randn(g, 1 + n, 4, CALLS_SIDE, CALLS_SIDE)
+    # The pixels the pipeline would encode, (1, 1 + n, 3, H, W) in [-1, 1] (inference.py:309-312). The stand-in VAE
+    # ignores them; they only have to pass VaeImageProcessor.preprocess (face_animate.py:332-334).
+    ref_pixels = 2.0 * _uniform(g, 1, 1 + n, 3, CALLS_PIXELS, CALLS_PIXELS) - 1.0
+    return {"face_emb": face_emb, "face_region": face_region, "audio_windows": audio_windows, "vae_mean": vae_mean,
+            "ref_pixels": ref_pixels, **masks}
+
+
+def _stand_in_vae(mean):
+    """The pipeline's VAE, reduced to what __call__ uses before decoding: config.block_out_channels (4 entries: scale
+    factor 8, face_animate.py:117), dtype, device, and encode(x).latent_dist.mean (face_animate.py:334-335)."""
+    import types
+
+    import torch
+
+    class FixedLatentVAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("fixed_mean", mean.clone())
+            self.config = types.SimpleNamespace(block_out_channels=[0, 0, 0, 0])
+
+        @property
+        def dtype(self):
+            return self.fixed_mean.dtype
+
+        @property
+        def device(self):
+            return self.fixed_mean.device
+
+        def encode(self, x):
+            if x.shape[0] != self.fixed_mean.shape[0]:
+                raise ToolError(f"stand-in VAE: {x.shape[0]} images, expected {self.fixed_mean.shape[0]}")
+            return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mean=self.fixed_mean.clone()))
+
+    return FixedLatentVAE()
+
+
+def _clone_tree(value):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone_tree(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone_tree(v) for k, v in value.items()}
+    return value
+
+
+def _bank_blocks(net):
+    """(writer, reader) block pairs in the order ReferenceAttentionControl.update pairs them
+    (mutual_self_attention.py:433-453: every BasicTransformerBlock of the reference UNet and every
+    TemporalBasicTransformerBlock of the denoiser, depth first, each list sorted by norm1 width, descending, stable),
+    as (name, module) tuples."""
+    import importlib
+
+    msa = importlib.import_module("hallo.models.mutual_self_attention")
+    names_ref = {id(m): n for n, m in net.reference_unet.named_modules()}
+    names_den = {id(m): n for n, m in net.denoising_unet.named_modules()}
+    writers = [m for m in msa.torch_dfs(net.reference_unet) if isinstance(m, msa.BasicTransformerBlock)]
+    readers = [m for m in msa.torch_dfs(net.denoising_unet) if isinstance(m, msa.TemporalBasicTransformerBlock)]
+    writers = sorted(writers, key=lambda m: -m.norm1.normalized_shape[0])
+    readers = sorted(readers, key=lambda m: -m.norm1.normalized_shape[0])
+    return [((names_ref[id(w)], w), (names_den[id(r)], r)) for w, r in zip(writers, readers)]
+
+
+def _run_pipeline(inference, config, net, inputs):
+    """Hallo's FaceAnimatePipeline.__call__ for one clip, as scripts/inference.py:254-337 builds and calls it, stopped
+    after CALLS_STEPS_RUN steps. Returns everything recorded on the way."""
+    import functools
+
+    import torch
+
+    scheduler, sched_kwargs = _calls_scheduler(inference, config)
+    pipeline = inference.FaceAnimatePipeline(vae=_stand_in_vae(inputs["vae_mean"]), reference_unet=net.reference_unet,
+                                             denoising_unet=net.denoising_unet, face_locator=net.face_locator,
+                                             scheduler=scheduler, image_proj=net.imageproj)
+    pipeline.set_progress_bar_config(disable=True)
+    rec = {"reference": [], "denoiser": [], "steps": [], "latents": []}
+    hooks = [
+        net.reference_unet.register_forward_hook(
+            lambda m, a, k, o: rec["reference"].append((_clone_tree(a), _clone_tree(k))), with_kwargs=True),
+        net.denoising_unet.register_forward_hook(
+            lambda m, a, k, o: rec["denoiser"].append((_clone_tree(a), _clone_tree(k), _clone_tree(o))),
+            with_kwargs=True),
+    ]
+    original_step = scheduler.step
+
+    @functools.wraps(original_step)  # keeps the signature prepare_extra_step_kwargs inspects (face_animate.py:207-219)
+    def step(model_output, timestep, sample, *args, return_dict=True, **kwargs):
+        out = original_step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
+        rec["steps"].append({"timestep": _clone_tree(timestep), "model_output": _clone_tree(model_output),
+                             "sample": _clone_tree(sample), "prev_sample": _clone_tree(out.prev_sample),
+                             "pred_original_sample": _clone_tree(out.pred_original_sample)})
+        return out if return_dict else (out.prev_sample,)
+
+    scheduler.step = step
+
+    def callback(step_idx, t, latents):  # face_animate.py:423-427, after every step
+        rec["latents"].append(latents.clone())
+        if len(rec["latents"]) == CALLS_STEPS_RUN:
+            raise _StopPipeline
+
+    # scripts/inference.py:314-320: the audio projection runs outside the pipeline, once per clip.
+    audio_tensor = net.audioproj(inputs["audio_windows"])
+    masks = {name: [inputs[f"{name}.{level}"] for level in range(4)] for name in ("full_mask", "face_mask", "lip_mask")}
+    motion_scale = [config.pose_weight, config.face_weight, config.lip_weight]  # scripts/inference.py:137
+    try:
+        pipeline(ref_image=inputs["ref_pixels"], audio_tensor=audio_tensor, face_emb=inputs["face_emb"],
+                 face_mask=inputs["face_region"], pixel_values_full_mask=masks["full_mask"],
+                 pixel_values_face_mask=masks["face_mask"], pixel_values_lip_mask=masks["lip_mask"],
+                 width=CALLS_PIXELS, height=CALLS_PIXELS, video_length=FIXTURE_FRAMES,
+                 num_inference_steps=config.inference_steps, guidance_scale=config.cfg_scale,
+                 generator=torch.manual_seed(NOISE_SEED), motion_scale=motion_scale, callback=callback)
+    except _StopPipeline:
+        pass
+    else:
+        raise ToolError("the pipeline ran to the end: its callback was never called")
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(rec["reference"]) != 1 or len(rec["denoiser"]) != CALLS_STEPS_RUN or len(rec["steps"]) != CALLS_STEPS_RUN:
+        raise ToolError(f"unexpected call counts: reference {len(rec['reference'])}, denoiser {len(rec['denoiser'])}, "
+                        f"steps {len(rec['steps'])}")
+    rec.update(pipeline=pipeline, scheduler=scheduler, sched_kwargs=sched_kwargs, audio_tensor=audio_tensor,
+               motion_scale=motion_scale, inputs=inputs)
+    # The banks as the run left them (the pipeline's clear() at face_animate.py:429-430 never ran).
+    rec["banks"] = []
+    for (wname, w), (rname, r) in _bank_blocks(net):
+        if len(w.bank) != 1 or len(r.bank) != 1:
+            raise ToolError(f"bank of {wname} / {rname}: {len(w.bank)} / {len(r.bank)} entries, expected 1")
+        if not torch.equal(r.bank[0], w.bank[0].to(torch.float16)):
+            raise ToolError(f"the bank {rname} reads is not {wname}'s, rounded to float16")
+        rec["banks"].append((wname, w.bank[0].clone(), rname, r.bank[0].clone()))
+    return rec
+
+
+def _denoiser_call(net, call):
+    args, kwargs, _ = call
+    return net.denoising_unet(*args, **kwargs)[0]
+
+
+def _quirk_effects(net, rec):
+    """How far the first denoiser call moves when one quirk of their inference is left out (max |diff| of the raw
+    prediction, at this tiny size); each variant runs on the same inputs, then the state is put back."""
+    import torch
+
+    call = rec["denoiser"][0]
+    base = call[2][0]
+    effects = {}
+    if not torch.equal(_denoiser_call(net, call), base):
+        raise ToolError("calling the denoiser again with the recorded inputs gives different bits")
+    net.denoising_unet.eval()
+    effects["eval_mode"] = float((_denoiser_call(net, call) - base).abs().max())
+    net.denoising_unet.train()
+    net.denoising_unet.disable_gradient_checkpointing()
+    effects["train_mode_without_checkpointing"] = float((_denoiser_call(net, call) - base).abs().max())
+    net.denoising_unet.enable_gradient_checkpointing()
+    pairs = _bank_blocks(net)
+    saved = [r.bank for _, (_, r) in pairs]
+    for (_, w), (_, r) in pairs:
+        r.bank = [w.bank[0].clone()]
+    effects["bank_not_rounded_to_float16"] = float((_denoiser_call(net, call) - base).abs().max())
+    # The reference pass with each row's own half of the context ([u, u, u, c, c, c]) instead of their tiled one.
+    ref_args, ref_kwargs = rec["reference"][0]
+    context = ref_kwargs["encoder_hidden_states"]
+    rows = ref_args[0].shape[0]
+    untiled = context.repeat_interleave(rows // context.shape[0], dim=0)
+    for (_, w), _ in pairs:
+        w.bank = []
+    net.reference_unet(*ref_args, **dict(ref_kwargs, encoder_hidden_states=untiled))
+    for (_, w), (_, r) in pairs:
+        r.bank = [w.bank[0].to(torch.float16)]
+    effects["reference_context_not_tiled"] = float((_denoiser_call(net, call) - base).abs().max())
+    for ((_, w), (_, r)), bank, entry in zip(pairs, saved, rec["banks"]):
+        r.bank = bank
+        w.bank = [entry[1]]
+    if not torch.equal(_denoiser_call(net, call), base):
+        raise ToolError("the banks were not restored")
+    return effects
+
+
+def _block_stats(net, call):
+    """mean, std and max |x| of each top-level block's output in the first denoiser call: where to look first when a
+    re-implementation disagrees."""
+    hooks, stats = [], {}
+    blocks = [("conv_in", net.denoising_unet.conv_in)]
+    blocks += [(f"down_blocks.{i}", b) for i, b in enumerate(net.denoising_unet.down_blocks)]
+    blocks += [("mid_block", net.denoising_unet.mid_block)]
+    blocks += [(f"up_blocks.{i}", b) for i, b in enumerate(net.denoising_unet.up_blocks)]
+
+    def record(name):
+        def hook(module, args, output):
+            x = output[0] if isinstance(output, tuple) else output
+            stats[name] = {"shape": list(x.shape), "mean": round(float(x.mean()), 6), "std": round(float(x.std()), 6),
+                           "max_abs": round(float(x.abs().max()), 6)}
+        return hook
+
+    for name, module in blocks:
+        hooks.append(module.register_forward_hook(record(name)))
+    try:
+        _denoiser_call(net, call)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+def _net_state(net):
+    """The Net's state dict as tiny_net.pth holds it: parameters float16 (their values are float16-representable by
+    construction), buffers (the motion modules' pos_encoder.pe) float32 as their constructor computes them."""
+    import torch
+
+    params = {name for name, _ in net.named_parameters()}
+    return {k: (v.to(torch.float16) if k in params else v).detach().clone().contiguous()
+            for k, v in net.state_dict().items()}
+
+
+def _torch_save_bytes(state) -> bytes:
+    """torch.save of a plain dict into memory: the archive's folder is then always `archive/` (saving to a path names
+    it after the file), so the bytes depend on the contents only."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _calls_common(commit, seed):
+    import diffusers
+    import torch
+
+    return {"hallo_commit": commit, "torch": torch.__version__.split("+")[0], "diffusers": diffusers.__version__,
+            "seed": seed, "dtype": "float32", "threads": 1,
+            "weights": "tiny_net.pth (this run's Net; see tiny_net.json)"}
+
+
+def _calls_tiny_config(unet_kwargs):
+    return {"unet": {k: CALLS_UNET[k] for k in ("block_out_channels", "layers_per_block", "cross_attention_dim",
+                                                "attention_head_dim", "norm_num_groups", "sample_size")},
+            "unet_additional_kwargs": unet_kwargs, "face_locator": CALLS_FACE_LOCATOR, "image_proj": CALLS_IMAGE_PROJ,
+            "audio_proj": CALLS_AUDIO_PROJ, "frames": FIXTURE_FRAMES, "motion_frames": FIXTURE_MOTION_FRAMES,
+            "latent_side": CALLS_SIDE, "pixels": CALLS_PIXELS,
+            "full_size": {"unet": "SD 1.5 (block_out_channels 320/640/1280/1280, layers_per_block 2, "
+                                  "cross_attention_dim 768, 8 heads), audio_attention_dim 768",
+                          "face_locator": "FaceLocator(320), widths 16/32/64/128 (scripts/inference.py:206)",
+                          "image_proj": "ImageProjModel(768, 512, 4) (:207-211)",
+                          "audio_proj": "AudioProjModel(5, 12, 768, 512, 768, 32) (:213-220)",
+                          "frames": 16, "motion_frames": 2, "latent_side": 64, "pixels": 512}}
+
+
+def _calls_fixtures(rec, effects, stats, config):
+    """(name, tensors, info) of the three fixtures."""
+    import torch
+
+    f, n = FIXTURE_FRAMES, FIXTURE_MOTION_FRAMES
+    ref_args, ref_kwargs = rec["reference"][0]
+    ref_latents = ref_args[0][: 1 + n]
+    banks = rec["banks"]
+    pairing = [{"reader": rname, "writer": wname, "shape": list(wb.shape)} for wname, wb, rname, _ in banks]
+
+    # 1. reference_bank
+    tensors = {"in.ref_image_latents": ref_latents, "in.sample": ref_args[0], "in.timestep": ref_args[1],
+               "in.encoder_hidden_states": ref_kwargs["encoder_hidden_states"]}
+    for wname, wbank, _, _ in banks:
+        tensors[f"write.{wname}"] = wbank
+    reference_bank = ("reference_bank", tensors, {
+        "module": "net.reference_unet (hallo.models.unet_2d_condition.UNet2DConditionModel, eval mode) under "
+                  "ReferenceAttentionControl(mode='write'), read by net.denoising_unet under mode='read' "
+                  "(hallo/models/mutual_self_attention.py)",
+        "call": "face_animate.py:386-395, at step i == 0 only: reference_unet(ref_image_latents.repeat(2, 1, 1, 1), "
+                "torch.zeros_like(t), encoder_hidden_states=cat([uncond, cond]), return_dict=False); then "
+                "reference_control_reader.update(reference_control_writer) (mutual_self_attention.py:404-453)",
+        "rows": [f"half{h}.{row}" for h in (0, 1) for row in ["ref"] + [f"m{i + 1}" for i in range(n)]],
+        "row_context": ["uncond" if r % 2 == 0 else "cond" for r in range(2 * (1 + n))],
+        "row_use": f"the denoiser's uncond rows (the first {f} of its 2*{f}) take rows 0..{n} (half0), its cond rows "
+                   f"rows {1 + n}..{1 + 2 * n} (half1): the ref row of each half is the attn1 bank (half0's is then "
+                   "discarded by the uncond recompute), the m rows the motion prefix. So the cond half's bank is "
+                   "the reference seen with the cond context, but its prefix rows saw the contexts of row_context "
+                   "(here m1 uncond, m2 cond)",
+        "pairing": pairing,
+        "notes": [
+            "in.ref_image_latents: rows [reference, motion frames 1..n] = VAE latent_dist.mean * 0.18215 "
+            "(face_animate.py:332-336), all different as in any clip after the first (the first clip's motion frames "
+            "are copies of the reference: scripts/inference.py:294-301); in.sample is it repeated twice "
+            "(face_animate.py:388-390), in.timestep a 0-d int64 zero (:391)",
+            "context: in.encoder_hidden_states is [image_proj(zeros), image_proj(face_emb)] (face_animate.py:294-298); "
+            "the hacked "
+            "block repeats it to the rows with .repeat(rows/2, 1, 1) (mutual_self_attention.py:341-346), so row r "
+            "gets cond when r is odd: see row_context (the parity depends on 1 + n_motion)",
+            "write.<reference UNet block>: the block's norm1 output, float32, appended before attn1 "
+            "(mutual_self_attention.py:206,223-224); shape (rows, h*w, width), tokens row-major (h, w)",
+            "what each denoiser block reads (pairing[i].reader) is write.<pairing[i].writer> cast to float16 by "
+            "update() (mutual_self_attention.py:404,453: dtype defaults to float16, fp32 runs included; the tool "
+            "checks the equality; unet_call.safetensors' bank.* holds the float16 tensors). Pairing: both "
+            "lists depth first (children in registration order: down_blocks, up_blocks, mid_block in both UNets: "
+            "unet_3d.py:203-205,258; unet_2d_condition.py:494-495,572), then sorted by width, descending, stable "
+            "(mutual_self_attention.py:446-451), so blocks pair by structural position",
+            "the denoiser's block reads the bank as: row 0 of each CFG half (the reference) repeated over the clip's "
+            "frames and concatenated after the frame's own norm1 tokens as keys/values of its OWN attn1 "
+            "(mutual_self_attention.py:235-263); rows 1..n of each half are the motion frames handed to the motion "
+            "module as a prefix (:248-252,327; unet_3d_blocks.py:702-709 reshapes them with d1 = the width)",
+            "the uncond rows (the first half of the 2*frames rows) then have attn1 recomputed as plain "
+            "self-attention: no bank (:264-284; the hard-coded 16 of :159-166 falls back to halves, :267-275)",
+            "the reference UNet has no conv_norm_out (unet_2d_condition.py:686) and skips conv_out "
+            "(post_process False, :921,1345); its output is not used",
+        ],
+    })
+
+    # 2. unet_call: the first guided call (step 0)
+    args, kwargs, output = rec["denoiser"][0]
+    raw = output[0]
+    uncond, cond = raw.chunk(2)
+    guided = uncond + config.cfg_scale * (cond - uncond)  # face_animate.py:415-417
+    if not torch.equal(guided, rec["steps"][0]["model_output"]):
+        raise ToolError("the guided prediction recomputed here is not what the scheduler received")
+    tensors = {"in.sample": args[0], "in.timestep": args[1],
+               "in.encoder_hidden_states": kwargs["encoder_hidden_states"], "in.mask_cond_fea": kwargs["mask_cond_fea"],
+               "in.audio_embedding": kwargs["audio_embedding"]}
+    for name in ("full_mask", "face_mask", "lip_mask"):
+        for level, mask in enumerate(kwargs[name]):
+            tensors[f"in.{name}.{level}"] = mask
+    for _, _, rname, rbank in banks:
+        tensors[f"bank.{rname}"] = rbank
+    tensors.update({"out.noise_pred": raw, "out.guided": guided})
+    unet_call = ("unet_call", tensors, {
+        "module": "net.denoising_unet (hallo.models.unet_3d.UNet3DConditionModel) in TRAINING mode with gradient "
+                  "checkpointing on, its 10 TemporalBasicTransformerBlocks in ReferenceAttentionControl read mode",
+        "call": "face_animate.py:398-412 at step 0: latent_model_input = scale_model_input(cat([latents] * 2), t) "
+                "(identity for DDIM); denoising_unet(latent_model_input, t, encoder_hidden_states=, "
+                "mask_cond_fea=face_mask, full_mask=, face_mask=, lip_mask=, audio_embedding=, motion_scale=, "
+                "return_dict=False)[0]; then guidance :415-417: uncond + scale * (cond - uncond)",
+        "timestep": int(args[1]),
+        "guidance_scale": config.cfg_scale,
+        "motion_scale": rec["motion_scale"],
+        "quirk_effects_max_abs": effects,
+        "block_stats": stats,
+        "notes": [
+            "out.noise_pred is the raw (v-)prediction for both rows, [uncond; cond], (2, 4, frames, h, w); "
+            "out.guided = noise_pred[0] + guidance_scale * (noise_pred[1] - noise_pred[0]), what the scheduler gets",
+            "bank.<block>: the float16 bank each reader block holds (= reference_bank.safetensors write.<its writer> "
+            "cast to float16); the block's motion prefix is rows 1..n of each half of it",
+            "in.encoder_hidden_states: [image_proj(zeros); image_proj(face_emb)], the only cross-attention context "
+            "(no text); the spatial transformers repeat it over the frames, 'b n c -> (b f) n c' "
+            "(transformer_3d.py:189-192)",
+            "in.mask_cond_fea: [zeros; face_locator(face region over the frames)] (face_animate.py:339-343), added "
+            "to conv_in's output (unet_3d.py:603-605)",
+            "in.audio_embedding: [zeros_like(tokens); tokens] (face_animate.py:377-379), flattened to ((b f), tokens, "
+            "dim) inside each audio module (transformer_3d.py:183-187)",
+            "in.<full|face|lip>_mask.<level>: (2*frames, side*side): the (frames, side*side) mask of the level "
+            "concatenated twice for CFG (face_animate.py:345-374); each audio block reads index = its depth "
+            "(attention.py:853): down i -> i, mid -> 3, up i -> 3-i (unet_3d.py:250,279,338)",
+            "motion_scale [pose, face, lip] multiplies the audio blocks' three branches (attention.py:892-897); "
+            "passed positionally through checkpoint() (unet_3d_blocks.py:724-733)",
+            "train + checkpointing: down_blocks 0-2 and up_blocks 1-3 take the checkpoint branch "
+            "(unet_3d_blocks.py:681-748, 1133-1202): resnet, spatial transformer (returns the motion prefix), audio "
+            "module with motion_scale, motion module over cat([prefix, hidden], dim=2) then [:, :, n:]; the mid block "
+            "always does the same (:436-492); down_blocks.3 and up_blocks.0 (no attention) run ONLY their resnets: "
+            "their motion modules are skipped (:905-916, 1376-1388)",
+            "checkpoint() is called without use_reentrant, so torch uses the reentrant variant (it warns); under "
+            "no_grad that is a plain call",
+            "the uncond rows get zero face-locator features and zero audio tokens but still run the audio modules "
+            "(biases add output), the same masks, and the motion prefix; only the reference bank is withheld",
+            "quirk_effects_max_abs: how far out.noise_pred moves at this size when one quirk is dropped: eval mode "
+            "(the eval branch: no prefix, motion modules everywhere, no motion_scale), train mode without the "
+            "checkpointing flag (takes the same eval branch), the bank in float32, the reference pass with "
+            "[u, u, u, c, c, c] contexts instead of their tiling",
+            "block_stats: each top-level block's output in this call (conv_in before the face-locator residual)",
+        ],
+    })
+
+    # 3. two_steps
+    steps = rec["steps"]
+    sched = rec["scheduler"]
+    tensors = {"in.latents": steps[0]["sample"]}
+    for key in ("face_emb", "face_region", "audio_windows"):
+        tensors[f"in.{key}"] = rec["inputs"][key]
+    tensors["in.ref_image_latents"] = ref_latents
+    for name in ("full_mask", "face_mask", "lip_mask"):
+        for level in range(4):
+            tensors[f"in.{name}.{level}"] = rec["inputs"][f"{name}.{level}"]
+    tensors.update({"cond.encoder_hidden_states": kwargs["encoder_hidden_states"],
+                    "cond.audio_tensor": rec["audio_tensor"], "cond.mask_cond_fea": kwargs["mask_cond_fea"]})
+    for i, (step, call) in enumerate(zip(steps, rec["denoiser"])):
+        if not torch.equal(call[0][0], torch.cat([step["sample"]] * 2)):
+            raise ToolError(f"step {i}: the denoiser's input is not the latents doubled")
+        tensors.update({f"step{i}.timestep": step["timestep"], f"step{i}.noise_pred": call[2][0],
+                        f"step{i}.guided": step["model_output"],
+                        f"step{i}.pred_original_sample": step["pred_original_sample"],
+                        f"step{i}.latents": step["prev_sample"]})
+        if not torch.equal(step["prev_sample"], rec["latents"][i]):
+            raise ToolError(f"step {i}: the callback's latents are not the scheduler's output")
+    tensors.update({"sched.timesteps": sched.timesteps, "sched.betas": sched.betas,
+                    "sched.alphas_cumprod": sched.alphas_cumprod})
+    two_steps = ("two_steps", tensors, {
+        "module": "hallo.animate.face_animate.FaceAnimatePipeline.__call__ with the tiny Net, stopped after 2 of "
+                  f"{config.inference_steps} steps",
+        "call": "scripts/inference.py:314-337 (audioproj outside, then pipeline(...)), face_animate.py:249-427",
+        "scheduler": {"class": "diffusers.DDIMScheduler", "kwargs": rec["sched_kwargs"],
+                      "built_at": "scripts/inference.py:185-192 from configs/inference/default.yaml:77-88",
+                      "num_inference_steps": config.inference_steps, "eta": 0.0,
+                      "final_alpha_cumprod": float(sched.final_alpha_cumprod),
+                      "init_noise_sigma": float(sched.init_noise_sigma),
+                      "timesteps_head": [int(t) for t in sched.timesteps[:4]],
+                      "alphas_cumprod_used": {str(int(t)): float(sched.alphas_cumprod[int(t)])
+                                              for t in sched.timesteps[:CALLS_STEPS_RUN + 1]},
+                      "prev_timestep_rule": "t - 1000 // 40 = t - 25 (scheduling_ddim.py step, diffusers 0.27.2)"},
+        "guidance_scale": config.cfg_scale,
+        "motion_scale": rec["motion_scale"],
+        "noise": f"in.latents = prepare_latents' randn_tensor with torch.manual_seed({NOISE_SEED}) (scripts/"
+                 "inference.py:289; face_animate.py:166-187) times init_noise_sigma 1.0",
+        "notes": [
+            "inputs as scripts/inference.py gives them to the pipeline: in.face_emb (1, 16) the raw embedding; "
+            "in.face_region (1, 3, H, W) in [0, 1]; in.audio_windows (1, frames, 5, layers, channels), which "
+            "net.audioproj turns into cond.audio_tensor (1, frames, tokens, dim) before the call "
+            "(scripts/inference.py:314-320); the masks (frames, side*side) per level, before the pipeline's CFG "
+            "doubling; in.ref_image_latents the VAE side's result (a stand-in VAE returned fixed means: "
+            "face_animate.py:335-336 multiplies by 0.18215)",
+            "cond.*: what the pipeline derives once per clip: cond.encoder_hidden_states [image_proj(zeros), "
+            "image_proj(face_emb)] (face_animate.py:294-298), cond.mask_cond_fea [zeros, face_locator(...)] "
+            "(:339-343), cond.audio_tensor (the uncond half, zeros, is added at :377-378)",
+            "each step i: step{i}.noise_pred = denoiser(cat([latents]*2), t, ...) as in unet_call; step{i}.guided = "
+            "uncond + 3.5 * (cond - uncond); DDIM with eta 0: x0 = sqrt(a_t) x - sqrt(1 - a_t) v, eps = sqrt(a_t) v + "
+            "sqrt(1 - a_t) x, latents = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps (no clipping, clip_sample false); "
+            "step{i}.latents the result, step{i}.pred_original_sample its x0",
+            "the reference bank is computed at step 0 only and reused by step 1 (reference_bank.safetensors, "
+            "unet_call.safetensors' bank.*: all three fixtures come from this one run)",
+            "zero terminal SNR: alphas_cumprod[999] is exactly 0, so step 0 has x0 = -v and eps = x",
+            "betas: diffusers' plain 'linear' 0.00085..0.012 (default.yaml:82; scripts/inference.py:193 switches to "
+            "scaled_linear only after the scheduler is built), rescaled to zero terminal SNR; trailing spacing: "
+            "999, 974, ..., 24; set_alpha_to_one True (final_alpha_cumprod 1.0, used after t=24); steps_offset 1 is "
+            "ignored by trailing spacing",
+            "sched.*: the scheduler's timesteps (all 40), betas and alphas_cumprod (float32, 1000 each)",
+        ],
+    })
+    return [reference_bank, unet_call, two_steps]
+
+
+def _net_keys_report(state, net, unet_kwargs, commit):
+    import diffusers
+    import torch
+
+    params = {name for name, _ in net.named_parameters()}
+    groups: dict[str, dict[str, int]] = {}
+    for k, v in state.items():
+        g = groups.setdefault(group_of(k), {"keys": 0, "numel": 0})
+        g["keys"] += 1
+        g["numel"] += v.numel()
+    return {
+        "source": {"module": "Net of scripts/inference.py at the tiny size of tools/hallo_reference.py calls "
+                             "(tiny_net.pth)", "hallo_commit": commit, "diffusers": diffusers.__version__,
+                   "torch": torch.__version__.split("+")[0]},
+        "config": _calls_tiny_config(unet_kwargs),
+        "file": "tiny_net.pth: torch.save of a plain dict {key: tensor} (no wrapper), loads with "
+                "torch.load(weights_only=True); their net.pth holds the same keys at full size",
+        "key_count": len(state),
+        "parameter_count": sum(state[k].numel() for k in params),
+        "buffers": sorted(k for k in state if k not in params),
+        "groups": groups,
+        "dtype": "float16",
+        "dtype_note": "parameters float16 (drawn at random, rounded to float16 before any computation, so the float32 "
+                      "fixtures use exactly these values); the pos_encoder.pe buffers float32, as their constructor "
+                      "computes them (motion_module.py: PositionalEncoding)",
+        "dtype_exceptions": {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()
+                             if v.dtype != torch.float16},
+        "keys": {k: list(v.shape) for k, v in state.items()},
+    }
+
+
+def cmd_calls(args) -> None:
+    root = hallo_checkout()
+    inference, served = import_hallo(root)
+    import io
+    import warnings
+
+    import diffusers
+    import torch
+    from safetensors.torch import save_file
+
+    # Their code calls checkpoint() without use_reentrant (torch warns at every call, and again that no input needs a
+    # gradient), diffusers warns about deprecations and about SD 1.5 config keys a class ignores: all expected here.
+    warnings.filterwarnings("ignore", message=".*use_reentrant.*")
+    warnings.filterwarnings("ignore", message=".*requires_grad=True.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    diffusers.utils.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    commit = hallo_commit(root)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _calls_config(root)
+    with torch.no_grad():
+        net, unet_kwargs = _calls_net(inference, config, seed=args.seed)
+        inputs = _calls_inputs(args.seed)
+        rec = _run_pipeline(inference, config, net, inputs)
+        effects = _quirk_effects(net, rec)
+        stats = _block_stats(net, rec["denoiser"][0])
+        fixtures = _calls_fixtures(rec, effects, stats, config)
+        state = _net_state(net)
+        blob = _torch_save_bytes(state)
+        # Replay: the Net rebuilt from the saved file alone (torch.load weights_only, strict), the same run again.
+        loaded = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        net2, _ = _calls_net(inference, config, state=loaded)
+        rec2 = _run_pipeline(inference, config, net2, inputs)
+        for (name, tensors, _), (_, tensors2, _) in zip(fixtures, _calls_fixtures(rec2, effects, stats, config)):
+            for k, v in tensors.items():
+                if not torch.equal(v, tensors2[k]):
+                    raise ToolError(f"{name}: {k} differs when the Net is rebuilt from tiny_net.pth")
+    common = _calls_common(commit, args.seed)
+    tiny = _calls_tiny_config(unet_kwargs)
+    total = 0
+    for name, tensors, info in fixtures:
+        tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+        path = out / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata={"hallo_commit": commit or "unknown"})
+        doc = {"fixture": name, **common, "config": tiny, **info,
+               "tensors": {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in tensors.items()}}
+        (out / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        total += path.stat().st_size
+        print(f"  {path.name:34s} {path.stat().st_size:>9,d} bytes, {len(tensors):3d} tensors")
+    pth = out / "tiny_net.pth"
+    pth.write_bytes(blob)
+    report = _net_keys_report(state, net, unet_kwargs, commit)
+    (out / "tiny_net.json").write_text(dump(report))
+    total += len(blob)
+    print(f"  {pth.name:34s} {len(blob):>9,d} bytes, {len(state):3d} keys, "
+          f"{report['parameter_count']:,} parameters")
+    print("  quirk effects (max |diff| of the first call's prediction): "
+          + ", ".join(f"{k} {v:.3g}" for k, v in effects.items()))
+    print(f"stand-in modules served: {', '.join(sorted(served)) or 'none'}")
+    print(f"wrote 3 fixtures and tiny_net.pth to {out} ({total:,} bytes), Hallo {commit or 'unknown'}")
+    folder = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    print(f"{out} now holds {folder:,} bytes")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -785,6 +1432,11 @@ def main(argv=None) -> int:
     fixtures.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
     fixtures.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (%(default)s)")
     fixtures.set_defaults(run=cmd_fixtures)
+    calls = sub.add_parser("calls", help="write whole-model fixtures: the reference bank, one guided denoiser call, "
+                                          "two pipeline steps, and the tiny Net as tiny_net.pth")
+    calls.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
+    calls.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (%(default)s)")
+    calls.set_defaults(run=cmd_calls)
     args = parser.parse_args(argv)
     try:
         args.run(args)
