@@ -116,7 +116,7 @@ def test_unet_config_for_comfyui_matches_sd15():
     got = comfy_unet_config(sd15().unet)
     assert got["model_channels"] == 320 and got["context_dim"] == 768
     assert got["channel_mult"] == [1, 2, 4, 4] and got["num_res_blocks"] == [2, 2, 2, 2]
-    assert got["transformer_depth"] == [1, 1, 1, 0]
+    assert got["transformer_depth"] == [1, 1, 1, 1, 1, 1, 0, 0]           # per layer, as ComfyUI detects it
     assert got["transformer_depth_output"] == [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
     assert got["num_heads"] == 8 and got["num_head_channels"] == -1
 

@@ -1,7 +1,7 @@
 """Hallo's net.pth key by key (issue 26, item 1: convert/hallo.py): every one of the 2,656 keys of their full-size
 Net (tests/fixtures/hallo/net_keys.json, written from their code) has one destination or an explicit skip; the UNet
 keys go back through diffusers' own LDM -> diffusers converter to SD1.5's UNet exactly; the PortraitTalk keys fit our
-modules built at full size on the meta device."""
+modules built at full size on the meta device; their file is read with weights_only and checked."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from portraittalk_core.comfyui.blocks import comfy_unet_config
 from portraittalk_core.config import sd15
 from portraittalk_core.convert.hallo import (LDM_PREFIX, PORTRAITTALK, SKIP, SKIPPED_PREFIX, UNET, hallo_destination,
-                                             hallo_net_shapes)
+                                             hallo_net_shapes, read_hallo_checkpoint)
 from portraittalk_core.errors import WeightsError
 from portraittalk_core.models.audio_block import RegionAudioBlock
 from portraittalk_core.models.flat_audio_projection import FlatAudioProjection
@@ -173,3 +173,85 @@ def test_portraittalk_keys_fit_our_modules_at_full_size():
                and d.key}
     assert not kept.keys() & skipped.keys() and {**kept, **skipped} == motion
 
+
+# -- their file ----------------------------------------------------------------------------------------------------
+def _mark(*_):
+    MARKS.append("ran")
+
+
+MARKS: list[str] = []
+
+
+class Payload:
+    """A pickled object: unpickling it would call ``_mark``, i.e. run code."""
+
+    def __reduce__(self):
+        return _mark, ()
+
+
+def full_size_net(path: Path, change: dict | None = None) -> Path:
+    """A file with every key of their Net at its shape, each a stride-0 view of one zero (a few kB, not 9.7 GB)."""
+    one = torch.zeros(1)
+    state = {k: one.expand(shape) if shape else one[0] for k, shape in THEIRS.items()}
+    state.update(change or {})
+    torch.save(state, path)
+    return path
+
+
+def test_reads_their_net_with_weights_only(tmp_path):
+    path = full_size_net(tmp_path / "net.pth")
+    before = path.read_bytes()
+    state = read_hallo_checkpoint(path)
+    assert {k: tuple(v.shape) for k, v in state.items()} == THEIRS
+    assert path.read_bytes() == before                       # the input is left as it was
+
+
+def test_refuses_a_pickled_object_without_running_it(tmp_path):
+    path = tmp_path / "net.pth"
+    torch.save({"imageproj.norm.weight": torch.zeros(768), "extra": Payload()}, path)
+    with pytest.raises(WeightsError, match=r"holds a pickled Python object \(.*_mark\).*refused.*Fix: ") as err:
+        read_hallo_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert MARKS == []
+
+
+def test_refuses_files_that_are_not_their_net(tmp_path):
+    with pytest.raises(WeightsError, match=re.escape(f"looked for 'net.pth' in '{tmp_path}'")):
+        read_hallo_checkpoint(tmp_path / "net.pth")
+    full_size_net(tmp_path / "net.pth")
+    with pytest.raises(WeightsError, match="is a folder.*Fix: pass " + re.escape(f"'{tmp_path / 'net.pth'}'")):
+        read_hallo_checkpoint(tmp_path)
+
+    small = tmp_path / "small.pth"
+    torch.save({"imageproj.proj.weight": torch.zeros(3072, 512), "imageproj.norm.weight": torch.zeros(768),
+                "unet.extra": torch.zeros(2)}, small)
+    with pytest.raises(WeightsError, match=r"not Hallo's Net checkpoint: 2654 missing \(reference_unet 682, denoising_unet 1946, face_locator 16, imageproj 2, audioproj 8\): reference_unet\.conv_in\.weight"
+                                           r".* and 2649 more; 1 unexpected \(unet 1\): unet\.extra") as err:
+        read_hallo_checkpoint(small)
+    assert str(small) in str(err.value) and "\n" not in str(err.value)
+
+    shaped = full_size_net(tmp_path / "shaped.pth", {"imageproj.proj.weight": torch.zeros(3072, 256)})
+    with pytest.raises(WeightsError, match=r"1 wrong shape \(imageproj 1\): imageproj\.proj\.weight \(file \(3072, 256\), Net "):
+        read_hallo_checkpoint(shaped)
+
+    copy = "denoising_unet.mid_block.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1."
+    unequal = full_size_net(tmp_path / "unequal.pth", {copy + "pos_encoder.pe": torch.ones(1, 32, 1280)})
+    with pytest.raises(WeightsError, match="1 position tables differ"):
+        read_hallo_checkpoint(unequal)
+
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(WeightsError, match="holds a list, not a state dict"):
+        read_hallo_checkpoint(listed)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"a": torch.zeros(1)}}, wrapped)
+    with pytest.raises(WeightsError, match="not a plain state dict of tensors: 'state_dict' holds a dict"):
+        read_hallo_checkpoint(wrapped)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(WeightsError, match=re.escape(f"'{garbage}'") + " is not a (readable )?PyTorch checkpoint"):
+        read_hallo_checkpoint(garbage)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint \\(EOFError\\)"):
+        read_hallo_checkpoint(empty)

@@ -47,7 +47,9 @@ def comfy_unet_config(unet: dict) -> dict:
         "context_dim": unet["cross_attention_dim"], "model_channels": channels[0], "in_channels": unet["in_channels"],
         "out_channels": unet["out_channels"], "use_linear_in_transformer": False, "adm_in_channels": None,
         "use_temporal_attention": False, "num_res_blocks": [per_level] * len(channels),
-        "channel_mult": [c // channels[0] for c in channels], "transformer_depth": depth,
+        "channel_mult": [c // channels[0] for c in channels],
+        # one entry a layer, not a level: ComfyUI's model detection counts each res block's transformers
+        "transformer_depth": [d for d in depth for _ in range(per_level)],
         "transformer_depth_output": [d for d in depth for _ in range(per_level + 1)],
         "transformer_depth_middle": 1, "num_heads": unet["attention_head_dim"], "num_head_channels": -1,
         "image_size": 32, "use_spatial_transformer": True, "legacy": False, "dims": 2,

@@ -49,13 +49,19 @@ Every key of their ``Net`` has exactly one destination; a key that is not theirs
 nothing is dropped silently. ``hallo_net_shapes()`` is their full key list with shapes, made from our own modules
 at Hallo's sizes on the meta device through the inverse key maps (tests/test_convert_hallo.py checks it against
 tests/fixtures/hallo/net_keys.json, written from their code).
+
+``read_hallo_checkpoint(path)`` reads their file: ``torch.load(weights_only=True)``, only here and only for this
+explicit conversion (plain tensors; a file that needs more is refused), then checked against that key list.
 """
 
 from __future__ import annotations
 
 import functools
+import pickle
 import re
+from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -265,3 +271,75 @@ def hallo_net_shapes() -> dict[str, tuple[int, ...]]:
     """Every key of Hallo's full-size Net with its shape, from our modules at their sizes (on the meta device)."""
     return dict(_net_shapes())
 
+
+# -- their file ----------------------------------------------------------------------------------------------------
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _by_part(names: list[str]) -> str:
+    """How many of ``names`` each part of Net holds (their first name component): 'reference_unet 682, ...'."""
+    return ", ".join(f"{part} {count}" for part, count in Counter(n.split(".")[0] for n in names).items())
+
+
+def _listed(names: list[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def read_hallo_checkpoint(path) -> dict[str, torch.Tensor]:
+    """Their ``net.pth`` as a state dict, checked: every key of their Net, of its shape, and nothing else; the
+    duplicated position tables equal to the ones they copy. Plain tensors only (``weights_only``): a file that
+    needs more to load is refused. Every problem is one WeightsError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"Hallo checkpoint not found: looked for '{path.name}' in '{path.parent}'",
+                           f"put net.pth (Hallo's Hugging Face repository, hallo/net.pth) in '{path.parent}' or "
+                           "pass its path")
+    if path.is_dir():
+        inside = path / "net.pth"
+        raise WeightsError(f"'{path}' is a folder, not Hallo's net.pth",
+                           f"pass '{inside}'" if inside.is_file() else "pass the path of net.pth itself")
+    try:
+        # The one pickle read in the project: an explicit conversion of a third party's checkpoint, restricted to
+        # tensors and plain containers (weights_only=True), on the CPU.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch names what it refused: a class or function the pickle would have imported (an object), or an
+        # opcode it does not know (not a torch checkpoint at all).
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise WeightsError(
+                f"'{path}' holds a pickled Python object ({found[1]}) besides tensors; loading it could run code, "
+                "so it is refused (torch.load with weights_only=True)",
+                "convert the net.pth published by Hallo; for a checkpoint you saved yourself, save "
+                "model.state_dict() (tensors only) with torch.save and convert that") from err
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(err), re.S)
+        raise WeightsError(f"'{path}' is not a PyTorch checkpoint of plain tensors (torch.load with weights_only=True "
+                           f"refused it: {detail[1] if detail else type(err).__name__})",
+                           "the file is corrupt or incomplete: download net.pth again") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise WeightsError(f"'{path}' is not a readable PyTorch checkpoint ({_first_line(err)})",
+                           "the file is corrupt or incomplete: download net.pth again") from err
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"'{path}' holds a {type(state).__name__}, not a state dict (names -> tensors)", _fix())
+    odd = next((f"'{k}' holds a {type(v).__name__}" for k, v in state.items()
+                if not (isinstance(k, str) and isinstance(v, torch.Tensor))), None)
+    if odd:
+        raise WeightsError(f"'{path}' is not a plain state dict of tensors: {odd}", _fix())
+    expected = _net_shapes()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} (file {tuple(state[k].shape)}, Net {expected[k]})"
+             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or wrong:
+        parts = [f"{len(names)} {label} ({_by_part(names)}): {_listed(names)}"
+                 for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                 if names]
+        raise WeightsError(f"'{path}' is not Hallo's Net checkpoint: " + "; ".join(parts), _fix())
+    unequal = [k for k in state if (d := _route(k)).same_as and not torch.equal(state[k], state[d.same_as])]
+    if unequal:
+        raise WeightsError(f"'{path}': {len(unequal)} position tables differ from the ones they should copy: "
+                           f"{_listed(unequal)}", _fix())
+    return dict(state)
