@@ -9,38 +9,15 @@ lands far outside the bound, so the comparison can fail.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from diffusers.models.unets.unet_motion_model import MotionModules
 from einops import rearrange
-from safetensors.torch import load_file
 
+from hallo_fixtures import BOUND, WRONG, fixture, max_diff
 from portraittalk_core.convert import hallo_keys
 from portraittalk_core.models.audio_block import REGIONS, RegionAudioBlock
 from portraittalk_core.models.motion_module import (FrameGroupNorm, normalise_per_frame, prefix_frames_from_bank,
                                                     with_motion_prefix)
-
-FIXTURES = Path(__file__).parent / "fixtures" / "hallo"
-BOUND = 1e-5
-WRONG = 1e-3  # what a non-mirrored quirk must exceed: far above the bound, far below the outputs' scale
-
-
-def fixture(name: str) -> tuple[dict, dict, dict, dict]:
-    """(inputs, outputs, their state dict, the JSON) of one fixture, with the ``in.``/``out.``/``state.`` cut."""
-    tensors = load_file(FIXTURES / f"{name}.safetensors")
-    parts = {"in": {}, "out": {}, "state": {}}
-    for key, value in tensors.items():
-        part, rest = key.split(".", 1)
-        parts[part][rest] = value
-    return parts["in"], parts["out"], parts["state"], json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
 
 def frames_in_batch(x: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "b c f h w -> (b f) c h w")

@@ -9,39 +9,18 @@ the obvious alternative to the mirrored quirk lands far outside the bound, so th
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from einops import rearrange, repeat
-from safetensors.torch import load_file
 
 from portraittalk_core.audio.features import clamped_neighbour_windows, frame_windows, interpolate_to_frames
+from hallo_fixtures import BOUND, FIXTURES, WRONG, fixture, max_diff
 from portraittalk_core.convert import hallo_keys
 from portraittalk_core.errors import WeightsError
 from portraittalk_core.models.flat_audio_projection import FlatAudioProjection
 from portraittalk_core.models.projection import IdentityProjection
 from portraittalk_core.models.structure import structure_encoder
-
-FIXTURES = Path(__file__).parent / "fixtures" / "hallo"
-BOUND = 1e-5
-WRONG = 1e-3  # what a non-mirrored quirk must exceed: far above the bound, far below the outputs' scale
-
-
-def fixture(name: str) -> tuple[dict, dict, dict, dict]:
-    """(inputs, outputs, their state dict, the JSON) of one fixture, with the ``in.``/``out.``/``state.`` cut."""
-    tensors = load_file(FIXTURES / f"{name}.safetensors")
-    parts = {"in": {}, "out": {}, "state": {}}
-    for key, value in tensors.items():
-        part, rest = key.split(".", 1)
-        parts[part][rest] = value
-    return parts["in"], parts["out"], parts["state"], json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
 
 def test_image_projection_is_identity_projection():
     inputs, outputs, state, meta = fixture("image_proj")
