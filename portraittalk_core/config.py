@@ -49,6 +49,48 @@ class PortraitTalkConfig:
     restyle_scale: float = 7.5   # text guidance of the restyle step (GenerationSettings.restyle), by default
     audio_scale: float = 3.5     # audio guidance by default (GenerationSettings.audio_scale; chosen per model on val)
     tokenizer: str = "byte_level"       # a backbone trained here: tokenizers.TOKENIZERS (SD1.5 brings CLIP's)
+    # -- Hallo's computation (issue 26, docs/hallo.md): each default is PortraitTalk's own behaviour -----------------
+    # The cross-attention context of both UNets: "text" (CLIP text, identity and audio in decoupled branches) or
+    # "identity" (the identity tokens are the whole context, plain attn2, no text path: hallo/models/image_proj.py
+    # feeds both of their UNets).
+    context: str = "text"
+    # Keys and values of the reference bank: "own" (IdentityAttention's to_k_ref/to_v_ref) or "denoiser" (the
+    # denoiser's own attn1.to_k/to_v over [frame; reference] tokens: hallo/models/mutual_self_attention.py:253-263).
+    reference_keys: str = "own"
+    # The bank as stored between the reference pass and the denoiser: None (as computed) or "float16" (their
+    # update() casts it to float16 even in fp32 runs: mutual_self_attention.py:404,453).
+    reference_bank_dtype: str | None = None
+    # The reference pass's contexts: "per_video" (each video's own rows) or "tiled" (the [uncond, cond] pair
+    # repeated over the rows, so row r gets cond when r is odd: mutual_self_attention.py:341-346).
+    reference_context: str = "per_video"
+    # IdentityNet's last layers: True keeps conv_norm_out/conv_out (stage 1 trains its noise prediction); False
+    # drops them, as their reference UNet has none (hallo/models/unet_2d_condition.py:686,921).
+    identity_net_output: bool = True
+    # Motion-module GroupNorm: "clip" (diffusers, over all frames) or "frame" (AnimateDiff v2 as first written,
+    # hallo/models/motion_module.py:284-290).
+    motion_norm: str = "clip"
+    # What the motion modules see before the clip: "latent_frames" (nothing: our motion frames are latents of the
+    # clip) or "reference_prefix" (the reference pass's motion-frame rows, prepended and dropped again:
+    # hallo/models/unet_3d_blocks.py:440-490,697-748,1149-1202).
+    motion_context: str = "latent_frames"
+    # Which blocks run a motion module: "all" or "attention" (the attention-free down and up blocks skip theirs, as
+    # their train-mode inference with checkpointing does: unet_3d_blocks.py:905-916,1376-1388).
+    motion_blocks: str = "all"
+    # Audio in the denoiser: "decoupled" (a branch of attn2) or "region_blocks" (a RegionAudioBlock after every
+    # spatial transformer, before its motion module: unet_3d_blocks.py:357-375,586-603,1048-1065).
+    audio_attention: str = "decoupled"
+    # Audio projection: "mixed" (AudioProjection, layers mixed by learnt weights) or "flat" (FlatAudioProjection,
+    # hallo/models/audio_proj.py) with ``audio_hidden_dim`` (0: AudioProjection's own default width).
+    audio_projection: str = "mixed"
+    audio_hidden_dim: int = 0
+    # The structure encoder's input channels (4: placement + landmarks; Hallo's face locator: an RGB face box).
+    structure_input_channels: int = 4
+    # The unconditional branch: "drop" (PortraitTalk's nested guidance skips each path) or "zero" (Hallo's: zero
+    # face-locator residual, zero audio tokens, the projection of a zero face embedding, no bank:
+    # hallo/animate/face_animate.py:291-298,339-343,377-378). Read by the hosts.
+    uncond_inputs: str = "drop"
+    # Overrides of the backbone's noise schedule (diffusers scheduler config keys); empty: the backbone's own.
+    schedule: dict[str, Any] = field(default_factory=dict)
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +99,7 @@ class PortraitTalkConfig:
         for name in ("unet", "motion", "vae", "text_encoder"):
             setattr(self, name, {k: tuple(v) if isinstance(v, list) else v for k, v in getattr(self, name).items()})
         self.structure_channels = tuple(self.structure_channels)
+        self.schedule = dict(self.schedule)
 
     @property
     def cross_attention_dim(self) -> int:
@@ -192,7 +235,52 @@ def demo() -> PortraitTalkConfig:
     )
 
 
+# Hallo's inference config (configs/inference/default.yaml:77-88; scripts/inference.py:185-193): DDIM on
+# diffusers' plain linear betas, v-prediction, zero terminal SNR, trailing spacing, set_alpha_to_one at True.
+HALLO_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                      steps_offset=1, clip_sample=False, set_alpha_to_one=True, prediction_type="v_prediction",
+                      rescale_betas_zero_snr=True, timestep_spacing="trailing")
+
+_HALLO_OPTIONS = dict(
+    context="identity", reference_keys="denoiser", reference_bank_dtype="float16", reference_context="tiled",
+    identity_net_output=False, motion_norm="frame", motion_context="reference_prefix", motion_blocks="attention",
+    audio_attention="region_blocks", audio_projection="flat", uncond_inputs="zero", schedule=dict(HALLO_SCHEDULE),
+)
+
+
+def hallo() -> PortraitTalkConfig:
+    """Hallo's Net (fudan-generative-vision/hallo, docs/hallo.md) at full size: SD1.5 shapes, AnimateDiff v2 motion
+    modules, 16 region audio blocks, ImageProjModel(768, 512, 4), AudioProjModel(5, 12, 768, 512, 768, 32),
+    FaceLocator(320) with widths (16, 32, 64, 128) on an RGB face box (scripts/inference.py:206-220); 16-frame clips
+    with 2 motion frames at 512 px and 25 fps."""
+    return sd15().replace(
+        name="hallo", clip_frames=16, motion_frames=2, identity_tokens=4, audio_tokens=32, audio_window=2,
+        audio_layers=12, audio_dim=768, audio_hidden_dim=512, face_embed_dim=512,
+        structure_channels=(16, 32, 64, 128), structure_input_channels=3, **_HALLO_OPTIONS)
+
+
+def hallo_tiny() -> PortraitTalkConfig:
+    """Hallo's Net at the size of the golden fixtures (tests/fixtures/hallo/tiny_net.json): 4 levels of 32 channels,
+    one layer per block, cross and audio width 32, 8 heads; face embedding 16 -> 4 tokens; 5 x 3 x 16 audio
+    windows -> 32 -> 32 -> 4 tokens; face locator widths (8, 8, 16, 16); 64 px, 4 frames and 2 motion frames."""
+    widths = (32, 32, 32, 32)
+    base = tiny()
+    return base.replace(
+        name="hallo_tiny",
+        unet=dict(base.unet, block_out_channels=widths, down_block_types=sd15().unet["down_block_types"],
+                  up_block_types=sd15().unet["up_block_types"]),
+        motion=dict(block_out_channels=widths, motion_layers_per_block=1, motion_mid_block_layers_per_block=1,
+                    motion_num_attention_heads=8, motion_norm_num_groups=32, motion_max_seq_length=32,
+                    use_motion_mid_block=True),
+        resolution=64, clip_frames=4, motion_frames=2, identity_tokens=4, audio_tokens=4, audio_window=2,
+        audio_front_end="wav2vec2", audio_layers=3, audio_dim=16, audio_hidden_dim=32, face_embed_dim=16,
+        face_encoder="arcface", structure_channels=(8, 8, 16, 16), structure_input_channels=3, **_HALLO_OPTIONS)
+
+
 PRESETS = {"sd15": sd15, "tiny": tiny, "demo": demo}
+# Hallo's presets build the networks (models/) but no host drives them yet (issue 26, step 4): they join PRESETS,
+# and with it the command's and nodes' lists, once the hosts do.
+HALLO_PRESETS = {"hallo": hallo, "hallo_tiny": hallo_tiny}
 
 
 def preset(name: str) -> PortraitTalkConfig:

@@ -68,9 +68,9 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel
 
 from ..comfyui.blocks import ldm_block
-from ..config import sd15
+from ..config import PortraitTalkConfig, hallo
 from ..errors import WeightsError
-from ..models.audio_block import RegionAudioBlock
+from ..models.audio_block import RegionAudioBlock, region_audio_widths
 from ..models.flat_audio_projection import FlatAudioProjection
 from ..models.projection import IdentityProjection
 from ..models.structure import structure_encoder
@@ -81,12 +81,8 @@ UNET, PORTRAITTALK, SKIP = "unet", "portraittalk", "skip"
 LDM_PREFIX = "model.diffusion_model."
 SKIPPED_PREFIX = "skipped."
 
-# Hallo's module sizes at full size (scripts/inference.py:206-220; face_locator.py:63-64): the insightface
-# embedding (512) -> 4 tokens; wav2vec2's 12 hidden layers x 768 over a 5-frame window -> 512 -> 512 -> 32 tokens;
-# the face locator's RGB input and widths. The UNet is SD1.5's (our ``sd15`` preset's unet and motion configs).
-FACE_EMBED_DIM, IDENTITY_TOKENS = 512, 4
-AUDIO_LAYERS, AUDIO_DIM, AUDIO_WINDOW, AUDIO_TOKENS, AUDIO_HIDDEN = 12, 768, 2, 32, 512
-FACE_LOCATOR_INPUT, FACE_LOCATOR_WIDTHS = 3, (16, 32, 64, 128)
+# Hallo's module sizes come from a config: by default the ``hallo`` preset (config.py), their full size
+# (scripts/inference.py:206-220; face_locator.py:63-64) on SD1.5's UNet; ``hallo_tiny`` is the fixtures' size.
 
 # Their parts of Net (scripts/inference.py:51-90) -> ours, for the modules renamed by one map.
 _SMALL_MODULES = {
@@ -129,16 +125,18 @@ def _rename_one(name: str, mapping: Mapping[str, str]) -> str:
     return next(iter(rename({name: None}, mapping)))
 
 
-def _unet_layout() -> tuple[int, set[int], set[int]]:
-    """SD1.5's (layers per down level, down levels without attention, up levels without attention)."""
-    unet = sd15().unet
+def _unet_layout(config: PortraitTalkConfig | None = None) -> tuple[int, set[int], set[int]]:
+    """The UNet's (layers per down level, down levels without attention, up levels without attention); SD1.5's
+    unless a config says otherwise."""
+    unet = (config or hallo()).unet
     plain = (lambda types: {i for i, t in enumerate(types) if "CrossAttn" not in t})
     return unet["layers_per_block"], plain(unet["down_block_types"]), plain(unet["up_block_types"])
 
 
-def ldm_unet_key(name: str) -> str:
-    """A diffusers UNet2DConditionModel key of SD1.5 -> its key in an LDM single-file checkpoint."""
-    per_level, _, plain_up = _unet_layout()
+def ldm_unet_key(name: str, config: PortraitTalkConfig | None = None) -> str:
+    """A diffusers UNet2DConditionModel key (of SD1.5, or of ``config``'s UNet) -> its key in an LDM single-file
+    checkpoint."""
+    per_level, _, plain_up = _unet_layout(config)
     top = [prefix for prefix in _LDM_TOP if name.startswith(prefix)]
     if top:
         return LDM_PREFIX + _LDM_TOP[top[0]] + name[len(top[0]):]
@@ -167,20 +165,20 @@ def ldm_unet_key(name: str) -> str:
     return LDM_PREFIX + f"{blocks}.{block}.1." + rest
 
 
-def _route(key: str) -> Destination:
+def _route(key: str, config: PortraitTalkConfig | None = None) -> Destination:
     """The destination of one of their keys by its name alone (``hallo_destination`` checks the key first)."""
     for theirs, (ours, mapping) in _SMALL_MODULES.items():
         if key.startswith(theirs):
             return Destination(PORTRAITTALK, ours + _rename_one(key[len(theirs):], mapping))
     if key.startswith("reference_unet."):
         name = key[len("reference_unet."):]
-        ldm_unet_key(name)  # a UNet layer's name, or it raises
+        ldm_unet_key(name, config)  # a UNet layer's name, or it raises
         return Destination(PORTRAITTALK, "identity_net.unet." + name)
     if not key.startswith("denoising_unet."):
         raise _unknown(key)
     match = _BLOCK_MODULE.fullmatch(key)
     if match is None:
-        return Destination(UNET, ldm_unet_key(key[len("denoising_unet."):]))
+        return Destination(UNET, ldm_unet_key(key[len("denoising_unet."):], config))
     block, kind, index, rest = match[1], match[2], match[3], match[4]
     if kind == "audio":
         return Destination(PORTRAITTALK, f"animate_net.unet.{block}.audio_blocks.{index}."
@@ -190,7 +188,7 @@ def _route(key: str) -> Destination:
         return Destination(SKIP, None, "a copy of the same sinusoidal table in the module's first attention: "
                            "checked equal, dropped", same_as=original)
     ours = f"animate_net.unet.{block}.motion_modules.{index}." + _rename_one(rest, MOTION_MODULE)
-    _, plain_down, plain_up = _unet_layout()
+    _, plain_down, plain_up = _unet_layout(config)
     part, _, level = block.partition(".")
     if level and int(level) in (plain_down if part == "down_blocks" else plain_up):
         return Destination(SKIP, SKIPPED_PREFIX + ours,
@@ -199,15 +197,15 @@ def _route(key: str) -> Destination:
     return Destination(PORTRAITTALK, ours)
 
 
-def hallo_destination(key: str, shape) -> Destination:
-    """Where their tensor ``key`` of ``shape`` goes. Raises WeightsError for a key that is not in their Net or a
-    shape that is not theirs."""
-    expected = _net_shapes()
+def hallo_destination(key: str, shape, config: PortraitTalkConfig | None = None) -> Destination:
+    """Where their tensor ``key`` of ``shape`` goes in a Net of ``config``'s sizes (default: the ``hallo`` preset,
+    their full size). Raises WeightsError for a key that is not in their Net or a shape that is not theirs."""
+    expected = _net_shapes((config or hallo()).to_json())
     if key not in expected:
         raise _unknown(key)
     if tuple(shape) != expected[key]:
         raise WeightsError(f"'{key}' has the shape {tuple(shape)}, Hallo's Net has {expected[key]}", _fix())
-    return _route(key)
+    return _route(key, config)
 
 
 # -- their key list, from our modules at their sizes ---------------------------------------------------------------
@@ -219,37 +217,27 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def _audio_widths(block: str, index: int, channels: tuple[int, ...]) -> tuple[int, int]:
-    """(in_channels, inner width) of their audio module ``block``.audio_modules.``index`` (see the docstring)."""
-    part, _, level = block.partition(".")
-    if part == "mid_block":
-        return channels[-1], channels[-1]
-    level = int(level)
-    if part == "down_blocks":
-        return channels[level], channels[max(level - 1, 0)] if index == 0 else channels[level]
-    up = channels[::-1]
-    return up[level], up[min(level + 1, len(up) - 1)]
-
-
-@functools.lru_cache(maxsize=1)
-def _net_shapes() -> dict[str, tuple[int, ...]]:
-    config = sd15()
+@functools.lru_cache(maxsize=4)
+def _net_shapes(config_json: str) -> dict[str, tuple[int, ...]]:
+    """Their key list at the sizes of a config (cached by its JSON: configs are not hashable)."""
+    config = PortraitTalkConfig.from_json(config_json)
     heads, cross = config.unet["attention_head_dim"], config.unet["cross_attention_dim"]
     channels = tuple(config.unet["block_out_channels"])
     with torch.device("meta"):
         unet = _shapes(UNet2DConditionModel(**config.unet))
         motion = _shapes(MotionAdapter(**config.motion))
         small = {
-            "face_locator.": (structure_encoder(channels[0], FACE_LOCATOR_WIDTHS, FACE_LOCATOR_INPUT), FACE_LOCATOR),
-            "imageproj.": (IdentityProjection(FACE_EMBED_DIM, cross, IDENTITY_TOKENS), IMAGE_PROJECTION),
-            "audioproj.": (FlatAudioProjection(AUDIO_LAYERS, AUDIO_DIM, AUDIO_WINDOW, cross, AUDIO_TOKENS,
-                                               AUDIO_HIDDEN), AUDIO_PROJECTION),
+            "face_locator.": (structure_encoder(channels[0], config.structure_channels,
+                                                config.structure_input_channels), FACE_LOCATOR),
+            "imageproj.": (IdentityProjection(config.face_embed_dim, cross, config.identity_tokens), IMAGE_PROJECTION),
+            "audioproj.": (FlatAudioProjection(config.audio_layers, config.audio_dim, config.audio_window, cross,
+                                               config.audio_tokens, config.audio_hidden_dim), AUDIO_PROJECTION),
         }
         transformers = sorted({m[1] for k in unet if (m := re.match(r"(.+\.attentions\.\d+)\.", k))})
         audio = {}
         for name in transformers:
             block, _, index = name.rpartition(".attentions.")
-            width, inner = _audio_widths(block, int(index), channels)
+            width, inner = region_audio_widths(block, int(index), channels)
             audio[f"{block}.audio_modules.{index}."] = _shapes(RegionAudioBlock(width, heads, inner // heads, cross))
     shapes = {f"reference_unet.{k}": v for k, v in unet.items() if not k.startswith(("conv_norm_out.", "conv_out."))}
     shapes.update({f"denoising_unet.{k}": v for k, v in unet.items()})
@@ -267,9 +255,10 @@ def _net_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def hallo_net_shapes() -> dict[str, tuple[int, ...]]:
-    """Every key of Hallo's full-size Net with its shape, from our modules at their sizes (on the meta device)."""
-    return dict(_net_shapes())
+def hallo_net_shapes(config: PortraitTalkConfig | None = None) -> dict[str, tuple[int, ...]]:
+    """Every key of Hallo's Net with its shape, from our modules at their sizes (on the meta device): the full-size
+    Net, or the one of ``config``'s sizes."""
+    return dict(_net_shapes((config or hallo()).to_json()))
 
 
 # -- their file ----------------------------------------------------------------------------------------------------
@@ -288,9 +277,9 @@ def _listed(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def read_hallo_checkpoint(path) -> dict[str, torch.Tensor]:
-    """Their ``net.pth`` as a state dict, checked: every key of their Net, of its shape, and nothing else; the
-    duplicated position tables equal to the ones they copy. Plain tensors only (``weights_only``): a file that
+def read_hallo_checkpoint(path, config: PortraitTalkConfig | None = None) -> dict[str, torch.Tensor]:
+    """Their ``net.pth`` as a state dict, checked: every key of their Net (at ``config``'s sizes; default their full
+    size), of its shape, and nothing else; the duplicated position tables equal to the ones they copy. Plain tensors only (``weights_only``): a file that
     needs more to load is refused. Every problem is one WeightsError naming the file."""
     path = Path(path)
     if not path.exists():
@@ -328,7 +317,7 @@ def read_hallo_checkpoint(path) -> dict[str, torch.Tensor]:
                 if not (isinstance(k, str) and isinstance(v, torch.Tensor))), None)
     if odd:
         raise WeightsError(f"'{path}' is not a plain state dict of tensors: {odd}", _fix())
-    expected = _net_shapes()
+    expected = _net_shapes((config or hallo()).to_json())
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [f"{k} (file {tuple(state[k].shape)}, Net {expected[k]})"
@@ -338,8 +327,23 @@ def read_hallo_checkpoint(path) -> dict[str, torch.Tensor]:
                  for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
                  if names]
         raise WeightsError(f"'{path}' is not Hallo's Net checkpoint: " + "; ".join(parts), _fix())
-    unequal = [k for k in state if (d := _route(k)).same_as and not torch.equal(state[k], state[d.same_as])]
+    unequal = [k for k in state if (d := _route(k, config)).same_as and not torch.equal(state[k], state[d.same_as])]
     if unequal:
         raise WeightsError(f"'{path}': {len(unequal)} position tables differ from the ones they should copy: "
                            f"{_listed(unequal)}", _fix())
     return dict(state)
+
+
+def split_hallo_checkpoint(state: Mapping[str, torch.Tensor], config: PortraitTalkConfig | None = None
+                           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A checked state dict of their Net (``read_hallo_checkpoint``) -> (the denoising UNet in LDM names, the
+    PortraitTalk file's tensors: ``trainable_state_dict`` names plus the ``skipped.*`` ones kept for training).
+    Dropped copies are left out (they were checked equal when the file was read)."""
+    unet, portraittalk = {}, {}
+    for key, tensor in state.items():
+        destination = hallo_destination(key, tensor.shape, config)
+        if destination.kind == UNET:
+            unet[destination.key] = tensor
+        elif destination.key is not None:
+            portraittalk[destination.key] = tensor
+    return unet, portraittalk

@@ -48,6 +48,12 @@ class AttentionContext:
     bank: dict[str, torch.Tensor] | None = None   # layer name -> (videos or 1, R * N, C)
     bank_scale: torch.Tensor | None = None        # (videos,) strength of the bank; 0 = off
     record: dict[str, torch.Tensor] | None = field(default=None)  # IdentityNet writes the bank here
+    # Hallo's layout (config motion_context "reference_prefix", audio_attention "region_blocks"):
+    # motion module name -> the reference pass's rows ((videos (1+n)), h*w, C) whose rows 1..n prefix the clip;
+    motion_prefix: dict[str, torch.Tensor] | None = None
+    # region -> one mask per UNet level, ((videos * frames), h*w) in [0, 1]; the (full, face, lip) weights.
+    region_masks: dict[str, list[torch.Tensor]] | None = None
+    region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def _per_frame(x: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -91,30 +97,46 @@ def _clone_linear(layer: nn.Linear) -> nn.Linear:
 
 
 class ReferenceRecorder(nn.Module):
-    """IdentityNet self-attention: unchanged attention that records its input into the bank."""
+    """IdentityNet self-attention: unchanged attention that records its input into the bank.
 
-    def __init__(self, name: str):
+    ``bank_dtype``: the dtype the bank is stored in (None: as computed); Hallo's reader casts it to float16, fp32
+    runs included (hallo/models/mutual_self_attention.py:404,453), and its outputs depend on that rounding."""
+
+    def __init__(self, name: str, bank_dtype: torch.dtype | None = None):
         super().__init__()
         self.name = name
+        self.bank_dtype = bank_dtype
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, portraittalk: AttentionContext | None = None, **kwargs):
         _check_plain(attn)
         if portraittalk is not None and portraittalk.record is not None:
-            portraittalk.record[self.name] = rearrange(
-                hidden_states, "(b r) n c -> b (r n) c", r=portraittalk.num_frames)
+            recorded = rearrange(hidden_states, "(b r) n c -> b (r n) c", r=portraittalk.num_frames)
+            portraittalk.record[self.name] = recorded if self.bank_dtype is None else recorded.to(self.bank_dtype)
         out = attention(attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states), attn.heads)
         return _output(attn, out, hidden_states)
 
 
 class IdentityAttention(nn.Module):
-    """AnimateNet self-attention over its own tokens and the reference bank of the same layer."""
+    """AnimateNet self-attention over its own tokens and the reference bank of the same layer.
 
-    def __init__(self, name: str, attn):
+    ``shared``: the bank goes through the layer's own ``to_k``/``to_v`` instead of trainable copies (Hallo's
+    reader: keys and values of [frame; reference] tokens from the denoiser's attn1,
+    hallo/models/mutual_self_attention.py:253-263); the processor then has no parameters."""
+
+    def __init__(self, name: str, attn, shared: bool = False):
         super().__init__()
         self.name = name
-        self.to_k_ref = _clone_linear(attn.to_k)
-        self.to_v_ref = _clone_linear(attn.to_v)
+        # A plain attribute, not a submodule: the layer is the denoiser's own, already in its state dict.
+        object.__setattr__(self, "shared", attn if shared else None)
+        if not shared:
+            self.to_k_ref = _clone_linear(attn.to_k)
+            self.to_v_ref = _clone_linear(attn.to_v)
+
+    def _bank_keys(self, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shared is not None:
+            return self.shared.to_k(bank), self.shared.to_v(bank)
+        return self.to_k_ref(bank), self.to_v_ref(bank)
 
     def attend(self, query, key, value, bank: torch.Tensor | None, bank_scale: torch.Tensor | None,
                heads: int) -> torch.Tensor:
@@ -123,8 +145,9 @@ class IdentityAttention(nn.Module):
         if bank is None or not _active(bank_scale):
             return attention(query, key, value, heads)
         tokens = key.shape[1]
-        key = torch.cat([key, self.to_k_ref(bank)], dim=1)
-        value = torch.cat([value, self.to_v_ref(bank)], dim=1)
+        bank_key, bank_value = self._bank_keys(bank)
+        key = torch.cat([key, bank_key], dim=1)
+        value = torch.cat([value, bank_value], dim=1)
         # log(strength) on the bank's logits: 1 -> plain joint attention, 0 -> -inf (bank ignored).
         mask = torch.zeros(query.shape[0], 1, 1, key.shape[1], dtype=query.dtype, device=query.device)
         mask[..., tokens:] = bank_scale.to(torch.float32).log().to(query.dtype).view(-1, 1, 1, 1)
@@ -149,11 +172,14 @@ class IdentityAttention(nn.Module):
 class DecoupledCrossAttention(nn.Module):
     """Text cross-attention plus identity and audio branches with their own keys, values and scales."""
 
-    def __init__(self, name: str, attn, audio: bool):
+    def __init__(self, name: str, attn, audio: bool, identity: bool = True):
+        """``identity`` False: no identity branch (the identity tokens are the layer's own context instead, as
+        Hallo's image tokens are: config ``context`` "identity"); with ``audio`` False too this is plain
+        cross-attention, parameter-free."""
         super().__init__()
         self.name = name
-        self.to_k_id = _clone_linear(attn.to_k)
-        self.to_v_id = _clone_linear(attn.to_v)
+        self.to_k_id = _clone_linear(attn.to_k) if identity else None
+        self.to_v_id = _clone_linear(attn.to_v) if identity else None
         self.to_k_audio = _clone_linear(attn.to_k) if audio else None
         self.to_v_audio = _clone_linear(attn.to_v) if audio else None
 
@@ -162,7 +188,7 @@ class DecoupledCrossAttention(nn.Module):
         """Host-independent core: ``base_out`` (the text attention) plus the identity and audio branches.
         Tokens are per row (rows, K, D) and scales per row (rows,); a branch whose scales are all 0 is skipped."""
         out = base_out
-        if identity_tokens is not None and _active(identity_scale):
+        if self.to_k_id is not None and identity_tokens is not None and _active(identity_scale):
             branch = attention(query, self.to_k_id(identity_tokens), self.to_v_id(identity_tokens), heads)
             out = out + identity_scale.to(query.dtype).view(-1, 1, 1) * branch
         if self.to_k_audio is not None and audio_tokens is not None and _active(audio_scale):

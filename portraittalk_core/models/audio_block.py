@@ -25,6 +25,30 @@ from torch import nn
 REGIONS = ("full", "face", "lip")
 
 
+def region_audio_widths(block: str, index: int, channels: tuple[int, ...]) -> tuple[int, int]:
+    """(in_channels, inner width) of the audio block after ``block``.attentions.``index`` of a UNet with
+    ``channels`` per level (diffusers' block names). Hallo builds each from the constructor arguments it has at
+    hand: in a down block the inner width is the resnet input of the same layer (hallo/models/unet_3d_blocks.py:
+    552,586-590), in an up block the block's input width (1048-1052), in the mid block its width (357-361)."""
+    part, _, level = block.partition(".")
+    if part == "mid_block":
+        return channels[-1], channels[-1]
+    level = int(level)
+    if part == "down_blocks":
+        return channels[level], channels[max(level - 1, 0)] if index == 0 else channels[level]
+    up = channels[::-1]
+    return up[level], up[min(level + 1, len(up) - 1)]
+
+
+def mask_level(block: str, levels: int) -> int:
+    """Which level of the region masks the audio blocks of ``block`` read: its depth, down i -> i, mid -> the
+    deepest, up i -> levels-1-i (hallo/models/unet_3d.py:250,279,338; attention.py:853)."""
+    part, _, level = block.partition(".")
+    if part == "mid_block":
+        return levels - 1
+    return int(level) if part == "down_blocks" else levels - 1 - int(level)
+
+
 class RegionAudioBlock(nn.Module):
     """``((b f), c, h, w)`` latents and ``((b f), M, D)`` audio tokens -> ``((b f), c, h, w)``."""
 

@@ -47,6 +47,21 @@ def normalise_per_frame(motion_module: AnimateDiffTransformer3D) -> AnimateDiffT
     return motion_module
 
 
+def join_motion_prefix(hidden_states: torch.Tensor, prefix: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """``prefix`` ``((b n), c, h, w)`` before each video's ``num_frames`` frames of ``hidden_states``
+    ``((b f), c, h, w)``: ``((b (n+f)), c, h, w)``."""
+    videos = hidden_states.shape[0] // num_frames
+    joined = torch.cat([rearrange(prefix.to(hidden_states.dtype), "(b n) c h w -> b n c h w", b=videos),
+                        rearrange(hidden_states, "(b f) c h w -> b f c h w", b=videos)], dim=1)
+    return rearrange(joined, "b f c h w -> (b f) c h w")
+
+
+def drop_motion_prefix(out: torch.Tensor, videos: int, prefix_frames: int) -> torch.Tensor:
+    """The clip's frames of a joined ``((b (n+f)), c, h, w)`` output: ``((b f), c, h, w)``."""
+    return rearrange(rearrange(out, "(b f) c h w -> b f c h w", b=videos)[:, prefix_frames:],
+                     "b f c h w -> (b f) c h w")
+
+
 def with_motion_prefix(motion_module: nn.Module, hidden_states: torch.Tensor, prefix: torch.Tensor,
                        num_frames: int) -> torch.Tensor:
     """Run a motion module over ``prefix`` frames followed by the clip's frames and keep only the clip's outputs.
@@ -55,11 +70,19 @@ def with_motion_prefix(motion_module: nn.Module, hidden_states: torch.Tensor, pr
     layout, as ``UNetMotionModel``'s blocks call their motion modules. Returns ``((b f), c, h, w)``."""
     videos = hidden_states.shape[0] // num_frames
     prefix_frames = prefix.shape[0] // videos
-    joined = torch.cat([rearrange(prefix.to(hidden_states.dtype), "(b n) c h w -> b n c h w", b=videos),
-                        rearrange(hidden_states, "(b f) c h w -> b f c h w", b=videos)], dim=1)
-    out = motion_module(rearrange(joined, "b f c h w -> (b f) c h w"), num_frames=prefix_frames + num_frames)
-    return rearrange(rearrange(out, "(b f) c h w -> b f c h w", b=videos)[:, prefix_frames:],
-                     "b f c h w -> (b f) c h w")
+    out = motion_module(join_motion_prefix(hidden_states, prefix, num_frames), num_frames=prefix_frames + num_frames)
+    return drop_motion_prefix(out, videos, prefix_frames)
+
+
+class SkippedMotionModule(nn.Module):
+    """A motion module's place in a block whose module is never run: the block's hidden states pass unchanged.
+
+    Hallo's train-mode inference with checkpointing runs only the resnets of its attention-free down and up blocks
+    (hallo/models/unet_3d_blocks.py:905-916,1376-1388); their weights stay in the converted file under
+    ``skipped.`` (convert/hallo.py) for training. Parameter-free, so the model's state dict has no names there."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
 
 
 def prefix_frames_from_bank(bank: torch.Tensor, videos: int, height: int, width: int) -> torch.Tensor:

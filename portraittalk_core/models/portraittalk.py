@@ -21,6 +21,7 @@ from torch import nn
 from ..config import PortraitTalkConfig
 from .animate_net import AnimateNet, is_added_parameter
 from .face_encoder import FaceEncoder
+from .flat_audio_projection import FlatAudioProjection
 from .head_pose import SpeechHeadMotion
 from .identity_net import IdentityNet
 from .projection import AudioProjection, IdentityProjection
@@ -36,12 +37,16 @@ class PortraitTalkModel(nn.Module):
         self.config = config
         dim = config.cross_attention_dim
         self.identity_projection = IdentityProjection(config.face_embed_dim, dim, config.identity_tokens)
-        self.audio_projection = AudioProjection(config.audio_layers, config.audio_dim, config.audio_window,
-                                                dim, config.audio_tokens)
+        if config.audio_projection == "flat":
+            self.audio_projection = FlatAudioProjection(config.audio_layers, config.audio_dim, config.audio_window,
+                                                        dim, config.audio_tokens, config.audio_hidden_dim)
+        else:
+            self.audio_projection = AudioProjection(config.audio_layers, config.audio_dim, config.audio_window,
+                                                    dim, config.audio_tokens, config.audio_hidden_dim or None)
         self.face_encoder = (FaceEncoder(config.face_embed_dim, config.face_encoder_size)
                              if config.face_encoder == "builtin" else None)
-        self.identity_net = (IdentityNet.from_backbone(base_unet) if base_unet is not None and identity_from_base
-                             else IdentityNet.from_config(config))
+        self.identity_net = (IdentityNet.from_backbone(base_unet, config)
+                             if base_unet is not None and identity_from_base else IdentityNet.from_config(config))
         self.animate_net = AnimateNet(config, base_unet)
         self.head_motion = (SpeechHeadMotion(config.audio_layers, config.audio_dim, config.head_motion_channels)
                             if config.head_motion_channels else None)
