@@ -63,6 +63,11 @@ class PortraitTalkConfig:
     # The reference pass's contexts: "per_video" (each video's own rows) or "tiled" (the [uncond, cond] pair
     # repeated over the rows, so row r gets cond when r is odd: mutual_self_attention.py:341-346).
     reference_context: str = "per_video"
+    # Which reference row each denoiser frame's attn1 reads: "per_video" (its own video's) or "tiled" (the videos'
+    # rows tiled over the (video, frame) batch, so batch row k reads video k % videos: their reader's repeat on a
+    # 3-dimensional tensor, mutual_self_attention.py:235-247; with CFG's two videos the conditional video's even
+    # frames read the unconditional reference row).
+    reference_frames: str = "per_video"
     # IdentityNet's last layers: True keeps conv_norm_out/conv_out (stage 1 trains its noise prediction); False
     # drops them, as their reference UNet has none (hallo/models/unet_2d_condition.py:686,921).
     identity_net_output: bool = True
@@ -243,8 +248,9 @@ HALLO_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 
 _HALLO_OPTIONS = dict(
     context="identity", reference_keys="denoiser", reference_bank_dtype="float16", reference_context="tiled",
-    identity_net_output=False, motion_norm="frame", motion_context="reference_prefix", motion_blocks="attention",
-    audio_attention="region_blocks", audio_projection="flat", uncond_inputs="zero", schedule=dict(HALLO_SCHEDULE),
+    reference_frames="tiled", identity_net_output=False, motion_norm="frame", motion_context="reference_prefix",
+    motion_blocks="attention", audio_attention="region_blocks", audio_projection="flat", uncond_inputs="zero",
+    schedule=dict(HALLO_SCHEDULE),
 )
 
 

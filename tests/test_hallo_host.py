@@ -3,7 +3,8 @@
 fixtures written from their own code by tools/hallo_reference.py, all three from one run of their pipeline:
 
 - ``reference_bank``: the reference UNet's banked ``norm1`` outputs, within 1e-5;
-- ``unet_call``: the first guided denoiser call (train-mode, checkpointed, bank in float16), within 1e-4;
+- ``unet_call``: the first guided denoiser call (train-mode, checkpointed, bank in float16), each row within 1e-4,
+  the guided output within (2 * 3.5 - 1) * 1e-4;
 - ``two_steps``: not yet tested here (it needs the call above first).
 """
 
@@ -23,7 +24,7 @@ from portraittalk_core.config import hallo_tiny
 from portraittalk_core.convert.hallo import PORTRAITTALK, hallo_destination, read_hallo_checkpoint, \
     split_hallo_checkpoint
 from portraittalk_core.models.animate_net import split_reference_record
-from portraittalk_core.models.attention import AttentionContext, ReferenceRecorder
+from portraittalk_core.models.attention import AttentionContext, IdentityAttention, ReferenceRecorder
 from portraittalk_core.models.audio_block import REGIONS
 from portraittalk_core.models.portraittalk import PortraitTalkModel
 
@@ -136,14 +137,33 @@ def unet_call(model, inputs, refs):
                              structure_residual=inputs["mask_cond_fea"])
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 26, step 3): the uncond row matches (5.0e-5) and down_blocks.0 "
-                   "matches Hallo's block_stats, but the cond row leaves them from down_blocks.1 on (0.36 max abs)")
 def test_guided_unet_call_matches_hallo(model):
+    """Measured (torch 2.13.0 CPU, one thread): uncond row 5.0e-5, cond row 5.9e-5, guided 2.3e-4 max abs. The rows
+    are float32 rounding, not a missing quirk: it grows from ~1e-5 to ~2e-3 in the mid block, whose 1x1 GroupNorms
+    (one value a group) amplify the last bits, and shrinks again in the up blocks. Guidance multiplies a row error
+    by up to 2 * scale - 1 = 6, so the guided output is held to that multiple of the rows' bound.
+
+    Their reader tiles the bank rows over the (video, frame) batch (config ``reference_frames`` "tiled"): the cond
+    video's even frames attend to the uncond reference row. Invisible at down_blocks.0, whose bank comes before any
+    cross-attention (equal rows); reading each video's own row instead moves the cond row by 0.36."""
     inputs, outputs, meta = unet_call_fixture()
     refs = 1 + meta["config"]["motion_frames"]
     with torch.no_grad():
         noise = unet_call(model, inputs, refs)
     guided = noise[:1] + SCALE * (noise[1:] - noise[:1])
-    print("unet_call max abs", max_diff(noise, outputs["noise_pred"]), max_diff(guided, outputs["guided"]))
-    assert max_diff(noise, outputs["noise_pred"]) < UNET_CALL_BOUND
-    assert max_diff(guided, outputs["guided"]) < UNET_CALL_BOUND
+    print("unet_call max abs", max_diff(noise[:1], outputs["noise_pred"][:1]),
+          max_diff(noise[1:], outputs["noise_pred"][1:]), max_diff(guided, outputs["guided"]))
+    assert max_diff(noise[:1], outputs["noise_pred"][:1]) < UNET_CALL_BOUND  # uncond
+    assert max_diff(noise[1:], outputs["noise_pred"][1:]) < UNET_CALL_BOUND  # cond
+    assert max_diff(guided, outputs["guided"]) < (2 * SCALE - 1) * UNET_CALL_BOUND
+    readers = [p for p in model.animate_net.unet.attn_processors.values() if isinstance(p, IdentityAttention)]
+    assert readers and all(p.tiled_bank for p in readers)
+    try:
+        for reader in readers:
+            reader.tiled_bank = False
+        with torch.no_grad():
+            per_video = unet_call(model, inputs, refs)
+    finally:
+        for reader in readers:
+            reader.tiled_bank = True
+    assert max_diff(per_video[1:], outputs["noise_pred"][1:]) > WRONG

@@ -81,11 +81,12 @@ class AnimateNet(nn.Module):
         self.structure_encoder = structure_encoder(self.unet.config.block_out_channels[0],
                                                    config.structure_channels, config.structure_input_channels)
         shared_keys = config.reference_keys == "denoiser"
+        tiled_bank = config.reference_frames == "tiled"
         decoupled_audio = config.audio_attention == "decoupled"
         processors = dict(self.unet.attn_processors)  # motion modules keep theirs
         for name, layer in transformer_attention_layers(self.unet).items():
             processors[f"{name}.processor"] = (
-                IdentityAttention(name, layer, shared=shared_keys) if name.endswith("attn1")
+                IdentityAttention(name, layer, shared=shared_keys, tiled_bank=tiled_bank) if name.endswith("attn1")
                 else DecoupledCrossAttention(name, layer, audio=decoupled_audio, identity=config.context == "text"))
         self.unet.set_attn_processor(processors)
         self.motion_scale = 1.0

@@ -124,9 +124,13 @@ class IdentityAttention(nn.Module):
     reader: keys and values of [frame; reference] tokens from the denoiser's attn1,
     hallo/models/mutual_self_attention.py:253-263); the processor then has no parameters."""
 
-    def __init__(self, name: str, attn, shared: bool = False):
+    def __init__(self, name: str, attn, shared: bool = False, tiled_bank: bool = False):
+        """``tiled_bank``: each batch row k of the (videos * frames) batch reads video k % videos's bank instead of
+        its own video's (config ``reference_frames`` "tiled"), as Hallo's reader lays its bank rows out
+        (hallo/models/mutual_self_attention.py:235-247)."""
         super().__init__()
         self.name = name
+        self.tiled_bank = tiled_bank
         # A plain attribute, not a submodule: the layer is the denoiser's own, already in its state dict.
         object.__setattr__(self, "shared", attn if shared else None)
         if not shared:
@@ -161,7 +165,11 @@ class IdentityAttention(nn.Module):
         if ctx is not None and ctx.bank is not None and ctx.bank.get(self.name) is not None:
             bank = ctx.bank[self.name]
             videos = ctx.bank_scale.shape[0]
-            bank = _per_frame(bank.expand(videos, -1, -1) if bank.shape[0] == 1 else bank, ctx.num_frames)
+            bank = bank.expand(videos, -1, -1) if bank.shape[0] == 1 else bank
+            # Tiled: the rows repeat as (frame, video), not (video, frame); the scale below stays per video, so a
+            # row's bank may be another video's while its strength is its own, as in their reader.
+            bank = (repeat(bank, "b ... -> (f b) ...", f=ctx.num_frames) if self.tiled_bank
+                    else _per_frame(bank, ctx.num_frames))
             bank = bank.to(hidden_states.dtype)
             scale = _per_frame(ctx.bank_scale, ctx.num_frames)
         out = self.attend(attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states), bank, scale,
