@@ -49,7 +49,7 @@ from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_m
 from .io.safetensors import read_metadata
 from .io.video import VideoWriter
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
-from .schedulers import make_scheduler
+from .schedulers import make_scheduler, model_schedule
 from .weights import load_model, read_config
 
 
@@ -196,7 +196,7 @@ class PortraitTalkPipeline:
                 keep = (torch.nn.functional.avg_pool2d(keep, vae_scale) == 1).to(self.dtype)  # cells wholly inside
                 latent = self.backbone.encode_images(photo[None].to(self.device, self.dtype))
                 noise = torch.randn(latent.shape, generator=generator).to(self.device, self.dtype)
-                scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
+                scheduler = make_scheduler(settings.sampler, model_schedule(self.backbone.schedule, self.config))
                 drawn = next(self.decode(restyle_latents(predict_noise, latent, keep, noise, scheduler,
                                                          settings.steps), 1))[0].numpy()
                 # the face's own pixels back over the redrawn photo, the seam feathered over one latent cell inside
@@ -367,7 +367,7 @@ class PortraitTalkPipeline:
         still = self.photo_frames(face, region, settings.paste_photo, latent=reference_latent)
 
         clips = plan_clips(n_frames, clip_frames, motion_frames)
-        scheduler = make_scheduler(settings.sampler, self.backbone.schedule)
+        scheduler = make_scheduler(settings.sampler, model_schedule(self.backbone.schedule, self.config))
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         latent_size = resolution // config.vae_scale
         total_steps = len(clips) * settings.steps
