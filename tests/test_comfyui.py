@@ -306,18 +306,23 @@ def test_refs_audio_and_video_nodes_run(comfy):
     assert "0.80 s of audio -> 8 frames" in json.dumps(result["outputs"]["5"])
 
 
+def identity_refs_prompt(weights: str, image: str, resolution: int) -> dict:
+    """Loader -> Load Image -> Load Identity Refs -> Preview: the graph that reads references and nothing more."""
+    return {
+        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": weights, "face_detector": "mediapipe",
+                                                             "audio_encoder": "auto"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
+                                                                       "resolution": resolution}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
+    }
+
+
 def test_no_face_is_a_clear_error(comfy):
     url, base = comfy
     from PIL import Image
     Image.new("RGB", (256, 256), (90, 100, 110)).save(base / "input" / "wall.png")
-    prompt = {
-        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "tiny_random.safetensors",
-                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "wall.png"}},
-        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
-                                                                       "resolution": 128}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
-    }
+    prompt = identity_refs_prompt("tiny_random.safetensors", "wall.png", 128)
     result = run_prompt(url, prompt)
     assert result["status"]["status_str"] == "error"
     messages = json.dumps(result["status"]["messages"])
@@ -363,14 +368,7 @@ def test_tiny_talking_face_runs_end_to_end(comfy):
 
 def test_a_real_photo_with_the_demo_model_is_warned_about_in_the_log(comfy):
     url, base = comfy
-    prompt = {
-        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "portraittalk_demo.safetensors",
-                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
-        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
-                                                                       "resolution": 64}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
-    }
+    prompt = identity_refs_prompt("portraittalk_demo.safetensors", "face.jpg", 64)
     assert run_prompt(url, prompt)["status"]["status_str"] == "success"
     log = (base / "server.log").read_text()
     assert "PortraitTalk: image 1 of 1 is unlike the procedural" in log and "demo face" in log, log[-3000:]
@@ -659,14 +657,7 @@ def test_two_faces_are_one_log_line_in_comfyui(comfy):
     group.paste(photo, (0, 0))
     group.paste(photo.resize((photo.width // 2, photo.height // 2)), (photo.width, photo.height // 4))
     group.save(base / "input" / "two_faces.png")
-    prompt = {
-        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "tiny_random.safetensors",
-                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "two_faces.png"}},
-        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
-                                                                       "resolution": 64}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
-    }
+    prompt = identity_refs_prompt("tiny_random.safetensors", "two_faces.png", 64)
     assert run_prompt(url, prompt)["status"]["status_str"] == "success"
     log = (base / "server.log").read_text()
     assert "PortraitTalk: 2 faces found in image 1 of 1" in log, log[-3000:]
@@ -738,14 +729,7 @@ def test_smoke_workflow_runs_from_the_frontend_and_shows_audio_info(comfy, tmp_p
 def test_unreadable_weights_name_the_file(comfy):
     url, base = comfy
     (base / "models" / "portraittalk" / "broken.safetensors").write_bytes(b"\x00" * 32)
-    prompt = {
-        "1": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "broken.safetensors",
-                                                             "face_detector": "mediapipe", "audio_encoder": "auto"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "face.jpg"}},
-        "3": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["1", 0], "images": ["2", 0],
-                                                                       "resolution": 64}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}},
-    }
+    prompt = identity_refs_prompt("broken.safetensors", "face.jpg", 64)
     result = run_prompt(url, prompt)
     messages = json.dumps(result["status"]["messages"])
     assert result["status"]["status_str"] == "error"
