@@ -43,7 +43,7 @@ from .generation.compositing import PhotoFrames, face_mask, kept_outside_mouth, 
 from .generation.guidance import BRANCHES, guidance_weights, known_latents, start_latents, start_timesteps
 from .generation.loop import check_cancel, sample_clips
 from .generation.restyle import restyle_latents
-from .generation.settings import GenerationSettings
+from .generation.settings import GenerationSettings, resolved
 from .generation.timing import StageTimer, timed_iter
 from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_motion, retime
 from .io.safetensors import read_metadata
@@ -178,7 +178,7 @@ class PortraitTalkPipeline:
         """The references redrawn outside their faces from the prompt (``GenerationSettings.restyle``) by the base
         UNet: AnimateNet with every added path and the temporal modules off, which is the base exactly."""
         net, vae_scale = self.model.animate_net, self.config.vae_scale
-        scale = self.config.restyle_scale if settings.restyle_scale is None else settings.restyle_scale
+        scale = resolved(settings, self.config).restyle_scale
         prompts = torch.cat([text, negative])
         generator = torch.Generator("cpu").manual_seed(settings.seed)
 
@@ -266,7 +266,7 @@ class PortraitTalkPipeline:
         mouth) is put back at the current noise level before every step, so the rest is denoised in attention
         with it: inpainting in time and in space.
         """
-        audio_scale = self.config.audio_scale if settings.audio_scale is None else settings.audio_scale
+        audio_scale = resolved(settings, self.config).audio_scale
         weights = guidance_weights(settings.text_scale, settings.identity_scale, audio_scale)
         names = list(weights)
         branches = [BRANCHES[n] for n in names]
@@ -334,11 +334,9 @@ class PortraitTalkPipeline:
         check_generation_settings(settings, config)
         if out is not None:
             out = check_output_video(out, [p for p in (*references, audio, head_motion) if _is_path(p)])
-        fps = float(config.fps if settings.fps is None else settings.fps)
-        resolution = int(config.resolution if settings.resolution is None else settings.resolution)
-        region = settings.region or config.region
-        clip_frames = settings.clip_frames or config.clip_frames
-        motion_frames = config.motion_frames if settings.motion_frames is None else settings.motion_frames
+        settings = resolved(settings, config)  # the model's own values where the settings leave them to it
+        fps, resolution = float(settings.fps), int(settings.resolution)
+        region, clip_frames, motion_frames = settings.region, settings.clip_frames, settings.motion_frames
         timer = StageTimer(self.device)
         self.model.animate_net.motion_scale = settings.motion_scale
         self.model.animate_net.structure_strength = settings.structure_strength

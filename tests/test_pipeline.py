@@ -374,3 +374,14 @@ def test_restyle_runs_the_base_unet_alone(tiny_pipe, reference_path, monkeypatch
     assert net.motion_scale == 1.0                                                   # put back afterwards
     photo = styled[0].faces[0].image
     assert np.array_equal(made[0][0][0, 0], photo[0, 0])                            # a corner: the restyled photo
+
+
+def test_settings_left_to_the_model_take_its_config_values():
+    from portraittalk_core.config import demo
+    from portraittalk_core.generation.settings import resolved
+
+    config = demo()
+    got = resolved(GenerationSettings(region="face", fps=12.5), config)
+    assert got.region == "face" and got.fps == 12.5                          # given: kept
+    assert (got.audio_scale, got.restyle_scale, got.resolution, got.clip_frames, got.motion_frames) == (
+        config.audio_scale, config.restyle_scale, config.resolution, config.clip_frames, config.motion_frames)

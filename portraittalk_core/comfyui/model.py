@@ -9,7 +9,7 @@ import comfy.model_management
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from ..generation.settings import GenerationSettings
+from ..generation.settings import GenerationSettings, resolved
 from .host import StructurePatch, check_model_family, patch_model, structure_residual
 from .patches import Branch, ComfyRun
 from .region import region_latents
@@ -74,7 +74,7 @@ def one_clip_model(model, vae, positive, portraittalk, refs, audio_features, sta
     patched = prepare_patched_model(model, vae, positive, portraittalk, refs, branches, settings.identity_strength,
                                     settings.audio_strength, settings.motion_scale, settings.structure_strength)
     set_audio_tokens(patched, portraittalk, audio_features.frames[start:end])
-    region = settings.region or portraittalk.config.region
+    region = resolved(settings, portraittalk.config).region
     first, free = region_latents(region, portraittalk.config, refs.faces[:1], patched.encoded, vae.downscale_ratio)
     latent = {"samples": first.repeat(end - start, 1, 1, 1)}
     if free.min() < 1:  # only the mouth is generated: the stock KSampler inpaints with a noise mask

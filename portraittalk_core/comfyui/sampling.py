@@ -15,7 +15,7 @@ from ..clips import Clip, plan_clips
 from ..conditioning import faces_structure
 from ..generation.guidance import BRANCHES, guidance_weights
 from ..generation.loop import sample_clips
-from ..generation.settings import GenerationSettings
+from ..generation.settings import GenerationSettings, resolved
 from ..head_motion import moved_face
 from .host import structure_residual
 from .model import prepare_patched_model, set_audio_tokens
@@ -57,15 +57,15 @@ def sample_talking_face(model, vae, positive, negative, portraittalk, refs, audi
     """The talking-face frames, an IMAGE batch (F, H, W, 3), for ``audio_features`` in the likeness of ``refs``.
     ``settings.sampler`` is ignored: ComfyUI's ``sampler_name`` and ``scheduler`` sample."""
     config, net = portraittalk.config, portraittalk.model
-    audio_scale = config.audio_scale if settings.audio_scale is None else settings.audio_scale
-    weights = guidance_weights(settings.text_scale, settings.identity_scale, audio_scale)
+    model_settings = resolved(settings, config)
+    weights = guidance_weights(settings.text_scale, settings.identity_scale, model_settings.audio_scale)
     patched = prepare_patched_model(model, vae, positive, portraittalk, refs, branches(list(weights)),
                                     settings.identity_strength, settings.audio_strength, settings.motion_scale,
                                     settings.structure_strength)
     guider = PortraitTalkGuider(patched.model, weights, positive, negative)
-    region = settings.region or config.region
-    clip_frames = settings.clip_frames or config.clip_frames
-    motion_frames = (config.motion_frames if settings.motion_frames is None
+    region, clip_frames = model_settings.region, model_settings.clip_frames
+    # a motion_frames the node was given is cut to fit the clip; the model's own is left to plan_clips to refuse
+    motion_frames = (model_settings.motion_frames if settings.motion_frames is None
                      else min(settings.motion_frames, clip_frames - 1))
     clips = plan_clips(audio_features.n_frames, clip_frames, motion_frames)
     sampler = comfy.samplers.sampler_object(sampler_name)

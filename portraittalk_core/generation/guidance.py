@@ -48,7 +48,6 @@ def start_latents(scheduler, photo: torch.Tensor, noise: torch.Tensor, first: to
     return noise * scheduler.init_noise_sigma
 
 
-
 def known_latents(photo: torch.Tensor, keep: torch.Tensor | None, motion_latents: torch.Tensor | None,
                   context: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(known latents, mask) for one clip of ``photo``'s shape (1, C, F, h, w), the mask 1 where the latents are

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..schedulers import SCHEDULERS
@@ -105,6 +105,12 @@ class GenerationSettings:
         True, "without a driving video, the head moves as the model predicts from the speech (models trained with "
               "stage motion, such as the demo); off keeps it still", flag="--speech-head-motion")
     decode_chunk: int = _setting(8, "frames decoded by the VAE at once", low=1, high=1024, flag="")
+
+
+def resolved(settings: GenerationSettings, config) -> GenerationSettings:
+    """``settings`` with every None ("the model's") replaced by the model config's field of the same name."""
+    own = {f.name: getattr(config, f.name) for f in fields(settings) if getattr(settings, f.name) is None}
+    return replace(settings, **own)
 
 
 def declared(name: str) -> Declared:
