@@ -179,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="test: the figures to report; val: for tuning settings without touching test")
     ev.add_argument("--workers", type=int, default=1, help="parallel processes for synth and prepare")
 
+    convert = sub.add_parser("convert", help="another model's published weights -> safetensors files PortraitTalk "
+                                             "and ComfyUI load")
+    sources = convert.add_subparsers(dest="source", required=True)
+    hallo = sources.add_parser("hallo", help="Hallo's net.pth -> hallo_unet.safetensors (the SD1.5 UNet, ComfyUI's "
+                                             "UNet loader) and portraittalk_hallo.safetensors (everything else)",
+                               description="Reads net.pth with torch.load(weights_only=True): tensors only, nothing "
+                                           "else is unpickled. Every one of its tensors is converted or, where "
+                                           "Hallo's inference never runs it, kept under skipped.* for training.")
+    hallo.add_argument("--net", required=True, type=Path, help="Hallo's net.pth (their Hugging Face repository, "
+                                                              "hallo/net.pth)")
+    hallo.add_argument("--out", required=True, type=Path, help="folder for the two .safetensors files")
+    hallo.add_argument("--config", default="hallo", choices=("hallo", "hallo_tiny"),
+                       help="the Net's size: hallo (theirs, SD1.5) or hallo_tiny (the test fixtures')")
+    hallo.add_argument("--overwrite", action="store_true", help="replace converted files already in --out")
+
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff",
                            description="Speed and peak memory of one generation, stage by stage, and of the same UNet "
                                        "in diffusers' AnimateDiffPipeline. Weights are random: speed does not "
@@ -418,7 +433,17 @@ def main_bench(args) -> int:
     return run_from_args(args)
 
 
-COMMANDS = {"generate": main_generate, "demo": main_demo, "synth": main_synth, "prepare": main_prepare,
+def main_convert(args) -> int:
+    # deferred, as main_generate says
+    from .config import HALLO_PRESETS
+    from .convert.hallo import convert_hallo
+
+    for path in convert_hallo(args.net, args.out, HALLO_PRESETS[args.config](), overwrite=args.overwrite):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"generate": main_generate, "convert": main_convert, "demo": main_demo, "synth": main_synth, "prepare": main_prepare,
             "train": main_train, "train-demo": main_train_demo, "eval": main_eval, "comfy-smoke": main_comfy_smoke,
             "bench": main_bench}
 

@@ -23,25 +23,40 @@ from .models import PortraitTalkModel
 
 FORMAT = "portraittalk"
 FORMAT_VERSION = "1"
+# Tensors a file keeps for training that inference never reads (a converted model's bypassed modules, under the name
+# they would have without the prefix: convert/hallo.py); loading for inference leaves them out.
+KEPT_FOR_TRAINING = "skipped."
 
 
-def save_model(model, path, metadata: dict[str, str] | None = None, backbone=None) -> Path:
-    """Write ``model`` (a PortraitTalkModel) to ``path``; written beside and renamed, never half-written.
-    With ``backbone`` (a small backbone of our own, as the demo model's) it goes into the same file under
-    ``backbone.``, so one file is the whole model."""
+def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` to the safetensors file ``path``: beside it first, then renamed, never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = dict(model.trainable_state_dict())
+    partial = path.with_name(path.name + ".partial")
+    try:
+        # clones: safetensors refuses tensors that share memory (views, tied weights)
+        save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(partial),
+                  metadata=metadata)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+    return path
+
+
+def save_model(model, path, metadata: dict[str, str] | None = None, backbone=None,
+               tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` (a PortraitTalkModel) to ``path``; written beside and renamed, never half-written.
+    With ``backbone`` (a small backbone of our own, as the demo model's) it goes into the same file under
+    ``backbone.``, so one file is the whole model. ``tensors``: the file's tensors in place of the model's own
+    (a conversion, whose model is only its config on the meta device)."""
+    tensors = dict(model.trainable_state_dict() if tensors is None else tensors)
     if backbone is not None:
         tensors.update(backbone_tensors(backbone, "backbone."))
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json(), **(metadata or {})}
     if backbone is not None:
         meta["backbone"] = model.config.tokenizer  # the file carries a backbone (and names its tokenizer)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata=meta)
-    os.replace(partial, path)
-    return path
+    return save_tensors(tensors, path, meta)
 
 
 def read_config(path) -> PortraitTalkConfig:
@@ -65,7 +80,7 @@ def load_model(path, base_unet=None, device="cpu", dtype=torch.float32):
     """
     path = Path(path)
     config = read_config(path)
-    found = {k: v for k, v in read_state_dict(path).items() if not k.startswith("backbone.")}
+    found = {k: v for k, v in read_state_dict(path).items() if not k.startswith(("backbone.", KEPT_FOR_TRAINING))}
     if base_unet is not None:
         model = PortraitTalkModel(config, base_unet, identity_from_base=False)
         check_state_dict(model.trainable_state_dict(), found, f"'{path}'")

@@ -255,3 +255,51 @@ def test_refuses_files_that_are_not_their_net(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint \\(EOFError\\)"):
         read_hallo_checkpoint(empty)
+
+
+def test_convert_command_writes_the_unet_and_the_portraittalk_file(tmp_path, capsys):
+    """``portraittalk convert hallo`` on their tiny Net (the fixtures' size): the UNet file in LDM names goes back to
+    their denoiser's spatial weights through diffusers' own converter; the PortraitTalk file loads for inference
+    (``weights.load_model``, the ``skipped.*`` tensors left out) and keeps every converted tensor unchanged."""
+    from safetensors.torch import load_file
+
+    from portraittalk_core.cli import main
+    from portraittalk_core.config import hallo_tiny
+    from portraittalk_core.io.safetensors import read_metadata
+    from portraittalk_core.weights import read_config, load_model
+
+    net = Path(__file__).parent / "fixtures" / "hallo" / "tiny_net.pth"
+    before = net.read_bytes()
+    assert main(["convert", "hallo", "--net", str(net), "--out", str(tmp_path), "--config", "hallo_tiny"]) == 0
+    unet_file, model_file = tmp_path / "hallo_unet.safetensors", tmp_path / "portraittalk_hallo.safetensors"
+    assert f"wrote {unet_file}" in capsys.readouterr().out
+    assert net.read_bytes() == before
+    theirs = torch.load(net, weights_only=True)
+    config = hallo_tiny()
+
+    unet = load_file(unet_file)
+    assert all(k.startswith(LDM_PREFIX) for k in unet)
+    assert read_metadata(unet_file)["format"] == "sd15-unet"
+    spatial = convert_ldm_unet_checkpoint(unet, dict(config.unet))
+    base = UNet2DConditionModel(**config.unet)
+    assert set(spatial) == set(base.state_dict())
+    for key, tensor in spatial.items():
+        assert torch.equal(tensor, theirs[f"denoising_unet.{key}"]), key
+
+    assert read_config(model_file) == config
+    stored = load_file(model_file)
+    for key, tensor in theirs.items():
+        d = hallo_destination(key, tensor.shape, config)
+        if d.kind != UNET and d.key is not None:
+            assert torch.equal(stored[d.key], tensor), key
+    # one layer a block: down_blocks.3 holds 1 bypassed motion module, up_blocks.0 holds 2
+    assert sum(k.startswith(SKIPPED_PREFIX) for k in stored) == 3 * 27
+    model = load_model(model_file, base)
+    assert torch.equal(model.audio_projection.norm.weight, theirs["audioproj.norm.weight"])
+
+    # never over a converted file, and never a half-written one
+    assert main(["convert", "hallo", "--net", str(net), "--out", str(tmp_path), "--config", "hallo_tiny"]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert main(["convert", "hallo", "--net", str(net), "--out", str(tmp_path / "full")]) == 2
+    assert "is not Hallo's Net checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "full").exists() or not any((tmp_path / "full").iterdir())

@@ -69,17 +69,22 @@ from diffusers import MotionAdapter, UNet2DConditionModel
 
 from ..comfyui.blocks import ldm_block
 from ..config import PortraitTalkConfig, hallo
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 from ..models.audio_block import RegionAudioBlock, region_audio_widths
+from ..io.safetensors import check_state_dict
 from ..models.flat_audio_projection import FlatAudioProjection
+from ..models.portraittalk import PortraitTalkModel
 from ..models.projection import IdentityProjection
 from ..models.structure import structure_encoder
+from ..weights import KEPT_FOR_TRAINING as SKIPPED_PREFIX
+from ..weights import save_model, save_tensors
 from .hallo_keys import (AUDIO_BLOCK, AUDIO_PROJECTION, FACE_LOCATOR, IMAGE_PROJECTION, MOTION_MODULE,
                          MOTION_MODULE_DUPLICATES, rename)
 
 UNET, PORTRAITTALK, SKIP = "unet", "portraittalk", "skip"
 LDM_PREFIX = "model.diffusion_model."
-SKIPPED_PREFIX = "skipped."
+# The names ``convert`` writes in its output folder (README, "Run Hallo's weights"; workflows/portraittalk_hallo.json).
+UNET_FILE, MODEL_FILE = "hallo_unet.safetensors", "portraittalk_hallo.safetensors"
 
 # Hallo's module sizes come from a config: by default the ``hallo`` preset (config.py), their full size
 # (scripts/inference.py:206-220; face_locator.py:63-64) on SD1.5's UNet; ``hallo_tiny`` is the fixtures' size.
@@ -347,3 +352,33 @@ def split_hallo_checkpoint(state: Mapping[str, torch.Tensor], config: PortraitTa
         elif destination.key is not None:
             portraittalk[destination.key] = tensor
     return unet, portraittalk
+
+
+def convert_hallo(net, out, config: PortraitTalkConfig | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+    """``portraittalk convert hallo``: their ``net.pth`` -> two safetensors files in the folder ``out``:
+
+    - ``hallo_unet.safetensors``: the denoising UNet in SD1.5's single-file (LDM) names, the MODEL for ComfyUI's
+      stock UNet loader and for ``--backbone`` (with ``--vae``);
+    - ``portraittalk_hallo.safetensors``: everything else as PortraitTalk weights of the ``hallo`` config (or
+      ``config``), plus the bypassed motion modules under ``skipped.`` for ``train --init``.
+
+    Tensors keep their dtype. Both files are written beside and renamed, never half-written; existing files are
+    refused unless ``overwrite``. Returns (UNet file, PortraitTalk file)."""
+    config = config or hallo()
+    out = Path(out)
+    targets = (out / UNET_FILE, out / MODEL_FILE)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out '{out}' is a file, not a folder", "pass a folder for the two converted files")
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{' and '.join(existing)} already exist", "pass another --out folder, or --overwrite")
+    unet, ours = split_hallo_checkpoint(read_hallo_checkpoint(net, config), config)
+    dtype = next(iter(unet.values())).dtype
+    with torch.device("meta"):
+        model = PortraitTalkModel(config, None, identity_from_base=False)
+    check_state_dict(model.trainable_state_dict(), {k: v for k, v in ours.items()
+                                                    if not k.startswith(SKIPPED_PREFIX)}, f"'{net}' (converted)")
+    source = {"source": "hallo", "source_file": Path(net).name}
+    save_tensors(unet, targets[0], {"format": "sd15-unet", "dtype": str(dtype).removeprefix("torch."), **source})
+    save_model(model, targets[1], source, tensors=ours)
+    return targets
