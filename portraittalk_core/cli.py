@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sources = convert.add_subparsers(dest="source", required=True)
     hallo = sources.add_parser("hallo", help="Hallo's net.pth -> hallo_unet.safetensors (the SD1.5 UNet, ComfyUI's "
                                              "UNet loader) and portraittalk_hallo.safetensors (everything else)",
-                               description="Reads net.pth with torch.load(weights_only=True): tensors only, nothing "
-                                           "else is unpickled. Every one of its tensors is converted or, where "
+                               description="Reads net.pth as plain tensors only (weights_only=True): nothing "
+                                           "else in it is unpickled. Every one of its tensors is converted or, where "
                                            "Hallo's inference never runs it, kept under skipped.* for training.")
     hallo.add_argument("--net", required=True, type=Path, help="Hallo's net.pth (their Hugging Face repository, "
                                                               "hallo/net.pth)")
