@@ -12,10 +12,22 @@ the project's `.venv` (Hallo's code wants the older diffusers / transformers it 
     python3 -m venv /work/hallo_env
     /work/hallo_env/bin/pip install torch==2.13.0 diffusers==0.27.2 transformers==4.39.2 huggingface_hub==0.25.2 \\
         numpy==1.26.4 einops omegaconf safetensors
+    /work/hallo_env/bin/pip install opencv-python-headless==4.9.0.80 pillow torchvision==0.28.0   # for `masks` only
     HALLO_PATH=~/hallo /work/hallo_env/bin/python tools/hallo_reference.py keys --out tests/fixtures/hallo/net_keys.json
 
 (The fixture was made with torch 2.13.0's CPU build; any build gives the same keys. diffusers 0.27.2 is Hallo's pin and
 decides the key names inside its blocks: the tool warns under another version.)
+
+`masks` runs Hallo's image preparation, whose numbers come from OpenCV, Pillow and torchvision's transforms: those three
+must be the real packages (it says so and stops otherwise); `keys`, `fixtures` and `calls` run with or without them and
+write the same bytes. opencv-python-headless 4.9.0.80 is Hallo's pin (their requirements.txt); the fixture was made with
+it, Pillow 13.0.0 and torchvision 0.28.0 (the release made for torch 2.13; Hallo pins 0.17.2 for its torch 2.2.2, and in
+both Resize of a PIL image calls PIL's own resize, ToTensor and Normalize the same float32 arithmetic). PyPI's
+torchvision wheel is built against the CUDA torch, so beside the CPU build its C operators cannot load and `import
+torchvision` fails in `torchvision._meta_registrations` (fake kernels of those operators); the tool then serves an empty
+module under that one name before Hallo's code imports torchvision (`_torchvision_without_c_ops`). Nothing that Hallo's
+code calls uses those operators. Pillow 10.3.0 (Hallo's pin) and OpenCV 5.1.0 give the same masks.safetensors, byte for
+byte (checked with each on PYTHONPATH).
 
 Stand-in modules. Hallo's files import packages that building the networks never calls. The tool serves an empty
 stand-in module for each of them that is not installed (an import hook, `_StubFinder`; no files are written, and a real
@@ -27,6 +39,8 @@ package that is installed wins). Calling anything from a stand-in raises. Which 
   video writing: `cv2`, `mediapipe`, `insightface`, `insightface.app` (`hallo/datasets/image_processor.py`,
   `hallo/utils/util.py`), `librosa`, `audio_separator`, `audio_separator.separator`
   (`hallo/datasets/audio_processor.py`), `av`, `torchvision`, `moviepy`, `moviepy.editor` (`hallo/utils/util.py`).
+  `masks` needs the real `cv2` and `torchvision` (and Pillow); `mediapipe` and `insightface` stay stand-ins there too,
+  because `masks` hands their code the landmarks and a face list itself (see below).
 
 Subcommands:
 
@@ -63,6 +77,23 @@ Subcommands:
   Net's state dict as torch.save of a plain dict (their key names; loads with torch.load(weights_only=True)),
   `tiny_net.json` its keys and shapes. The tool then rebuilds the Net from tiny_net.pth alone and checks that the
   whole run gives the same bits.
+- `masks [--out tests/fixtures/hallo]`: what Hallo's preparation of the reference photo gives, from their own
+  ImageProcessor.preprocess (hallo/datasets/image_processor.py:107-182) and the hallo/utils/util.py functions it calls
+  (get_mask, get_lip_mask, get_face_mask, expand_region, get_blur_mask / blur_mask, get_background_mask,
+  get_sep_face_mask), writing and reading their cache PNGs in a temporary folder as they do. The two things that need
+  models are handed in: util.get_landmark (mediapipe FaceLandmarker) returns the case's synthetic landmarks in pixels,
+  as their compute_face_landmarks gives them (util.py:332-379), and insightface's FaceAnalysis returns one face with a
+  zero embedding. One deterministic 96x80 (width x height) RGB photo; cases (478 landmarks each, their 36 silhouette and
+  20 lip ids placed on ellipses with the box-deciding extremes on .5 so that np.round's half-to-even shows):
+  `inside` (both boxes inside the photo) at resolution 64 and `inside_128` at 128, `shifted` (expand_region moves the
+  face box back inside, in x and y), `oversized` (the face box grown by 1.2 is taller than the photo: after the shift
+  its top is negative and the fill's slice wraps to the bottom rows). `masks.safetensors`: `in.image` (uint8 HxWx3),
+  `in.<case>.landmarks` (float32, exact: every value a multiple of 1/4; `inside_128` uses `inside`'s),
+  `out.inside.pixels` (3, R, R) in [-1, 1], `out.inside.face_box` (3, R, R) in [0, 1], and for every case
+  `out.<case>.<full|face|lip>_mask.<level>` (1, h*w), h = R/8 >> level. Pixels and face box of one case only, to keep
+  the file small: the other cases at 64 give the same pixels (the tool checks it), and the face box is the fill their
+  masks start from. `masks.json`: each case's resolution, the boxes expand_region was given and returned, the
+  versions of OpenCV, Pillow, torchvision and numpy, and the quirks with file and line. Byte-identical from run to run.
 """
 
 from __future__ import annotations
@@ -199,11 +230,37 @@ def import_hallo(root: Path):
               "or Hallo's imports may differ", file=sys.stderr)
     finder = _StubFinder(STUBBED)
     sys.meta_path.append(finder)
+    if _torchvision_without_c_ops():
+        finder.served.append("torchvision._meta_registrations")
     sys.path.insert(0, str(root))
     spec = importlib.util.spec_from_file_location("hallo_scripts_inference", root / "scripts" / "inference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines Net and functions; its main runs only under __name__ == "__main__"
     return module, finder.served
+
+
+def _torchvision_without_c_ops() -> bool:
+    """Where torchvision is installed but its C operators cannot load beside this torch (PyPI's CUDA-built wheel next
+    to torch's CPU build), serve an empty `torchvision._meta_registrations`: that module registers fake kernels for
+    those operators at import and raises when they are missing. Its transforms, all that Hallo's code uses, never
+    call them. True when the empty module was served."""
+    import glob
+
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or "torchvision" in sys.modules or not spec.submodule_search_locations:
+        return False
+    libraries = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "_C.*"))
+    try:
+        for library in libraries:
+            torch.ops.load_library(library)
+        if libraries:
+            return False
+    except OSError:
+        pass
+    sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+    return True
 
 
 def build_net(inference, root: Path, config_path: Path):
@@ -1418,6 +1475,264 @@ def cmd_calls(args) -> None:
     print(f"{out} now holds {folder:,} bytes")
 
 
+# --- masks: the reference photo's preparation ------------------------------------------------------------------------
+#
+# Hallo's ImageProcessor.preprocess (hallo/datasets/image_processor.py:107-182) on one synthetic photo, with their own
+# mask functions (hallo/utils/util.py:407-666) writing and reading their cache PNGs. Only the two model calls are
+# handed in: the landmarks (util.get_landmark) and insightface's face list.
+MASKS_PHOTO = (96, 80)  # width, height: not square, so that a kept aspect ratio would show
+MASKS_CASES = {
+    # name: (resolution, face ellipse centre and radii, lip corners' x, lip centre y, lip top and bottom y), in pixels
+    # of the photo. Every extreme that decides a box ends in .5: np.round goes half to even (20.5 -> 20, 71.5 -> 72).
+    "inside": (64, (46.0, 40.0), (25.5, 29.5), (36.5, 55.5), 54.0, (50.5, 58.5)),
+    "inside_128": (128, (46.0, 40.0), (25.5, 29.5), (36.5, 55.5), 54.0, (50.5, 58.5)),
+    # the face box grown by 1.2 crosses the right and the top edge: expand_region shifts it back inside
+    "shifted": (64, (77.0, 26.5), (16.5, 25.0), (71.5, 82.5), 38.0, (35.5, 41.5)),
+    # grown by 1.2 it is taller than the photo: shifted down, then up past the top; the fill's slice then starts at a
+    # negative row and marks only the bottom rows (numpy's slicing from the end)
+    "oversized": (64, (48.0, 40.5), (24.0, 38.25), (38.5, 57.5), 60.0, (56.5, 64.5)),
+}
+# Kept small (each (3, 64, 64) float32 output is 49 KB): the photo's pixels and the face-locator input for `inside`
+# only (the other cases at 64 give the same pixels: checked; the face box is the same fill that their masks start
+# from, so every case's masks check its box), and `inside_128` shares `inside`'s landmarks.
+MASKS_WITH_PIXELS = ("inside",)
+MASKS_WITH_FACE_BOX = ("inside",)
+MASKS_SHARED_LANDMARKS = {"inside_128": "inside"}
+MASKS_LANDMARKS = 478  # mediapipe FaceLandmarker v2's count (468 mesh points and 10 iris points)
+
+
+def _masks_photo():
+    """A deterministic RGB photo: horizontal and vertical ramps, a checkerboard of 8-pixel squares and a product
+    pattern, so that resizing has edges and gradients to work on."""
+    import numpy as np
+
+    width, height = MASKS_PHOTO
+    y, x = np.mgrid[0:height, 0:width]
+    red = (x * 255) // (width - 1)
+    green = (y * 255) // (height - 1)
+    blue = ((x // 8 + y // 8) % 2) * 160 + (x * y) % 61
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def _quarter(values):
+    import numpy as np
+
+    return np.round(np.asarray(values, dtype=np.float64) * 4) / 4
+
+
+def _masks_landmarks(util, case):
+    """478 landmarks (x, y) in pixels. Their 36 silhouette ids on an ellipse, clockwise from the top as mediapipe's
+    face oval runs (id 10 at the top of the forehead, 152 at the chin); their 20 lip ids on the outer lip line, the
+    upper one from corner 61 to corner 291 and the lower one between them; every other point on a spiral inside the
+    face. Every value a multiple of 1/4 (exact in float32)."""
+    import numpy as np
+
+    _, centre, radii, (lip_left, lip_right), lip_y, (lip_top, lip_bottom) = MASKS_CASES[case]
+    (cx, cy), (rx, ry) = centre, radii
+    points = np.zeros((MASKS_LANDMARKS, 2))
+    index = np.arange(MASKS_LANDMARKS)
+    radius = 0.7 * np.sqrt((index + 0.5) / MASKS_LANDMARKS)
+    angle = index * 2.399963229728653  # the golden angle
+    points[:, 0] = _quarter(cx + radius * rx * np.cos(angle))
+    points[:, 1] = _quarter(cy + radius * ry * np.sin(angle))
+    silhouette = list(util.silhouette_ids)
+    turn = 2 * np.pi * np.arange(len(silhouette)) / len(silhouette)
+    points[silhouette, 0] = _quarter(cx + rx * np.sin(turn))
+    points[silhouette, 1] = _quarter(cy - ry * np.cos(turn))
+    quarter_turn = len(silhouette) // 4  # the exact extremes: right, bottom, left, top
+    for k, (x, y) in zip(range(0, len(silhouette), quarter_turn),
+                         ((cx, cy - ry), (cx + rx, cy), (cx, cy + ry), (cx - rx, cy))):
+        points[silhouette[k]] = (x, y)
+    lips = list(util.lip_ids)
+    upper, lower = lips[:11], lips[11:]  # 61 .. 291 along the upper lip; 146 .. 375 along the lower one
+    t = np.linspace(0.0, 1.0, len(upper))
+    points[upper, 0] = _quarter(lip_left + t * (lip_right - lip_left))
+    points[upper, 1] = _quarter(lip_y - (lip_y - lip_top) * np.sin(np.pi * t))
+    t = np.arange(1, len(lower) + 1) / (len(lower) + 1)
+    points[lower, 0] = _quarter(lip_left + t * (lip_right - lip_left))
+    points[lower, 1] = _quarter(lip_y + (lip_bottom - lip_y) * np.sin(np.pi * t))
+    points[upper[len(upper) // 2]] = ((lip_left + lip_right) / 2, lip_top)  # id 0, the top of the upper lip
+    points[lower[len(lower) // 2]] = ((lip_left + lip_right) / 2, lip_bottom)  # id 17, the bottom of the lower lip
+    width, height = MASKS_PHOTO
+    assert (points >= 0).all() and (points[:, 0] <= width).all() and (points[:, 1] <= height).all(), case
+    assert np.array_equal(points.astype(np.float32).astype(np.float64), points), case
+    return points
+
+
+class _OneFace:
+    """insightface's FaceAnalysis as ImageProcessor builds and calls it (image_processor.py:100-105,124): one face
+    covering the photo, zero embedding. Nothing in the masks depends on it."""
+
+    def __init__(self, **kwargs):
+        self.models = {}
+
+    def prepare(self, **kwargs):
+        pass
+
+    def get(self, bgr):
+        import numpy as np
+
+        return [{"bbox": [0, 0, bgr.shape[1], bgr.shape[0]], "embedding": np.zeros(512, dtype=np.float32)}]
+
+
+def _masks_case(processor_module, util, photo_path: Path, landmarks, resolution: int, ratio: float):
+    """Their preprocess on the photo at `resolution` with these landmarks; returns their outputs and the regions
+    expand_region was given and returned (lip first, then face, in get_mask's order: util.py:510-513)."""
+    import contextlib
+    import io
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    boxes = []
+    original_expand = util.expand_region
+
+    def expand_region(region, image_w, image_h, expand_ratio=1.0):
+        result = original_expand(region, image_w, image_h, expand_ratio)
+        boxes.append({"given": [float(v) for v in region], "image_w": int(image_w), "image_h": int(image_h),
+                      "expand_ratio": float(expand_ratio), "returned": [int(v) for v in result]})
+        return result
+
+    width, height = Image.open(photo_path).size
+    saved = util.get_landmark, util.expand_region, processor_module.FaceAnalysis
+    # util.get_landmark gives (np.array of [x*width, y*height] per point, height, width) (util.py:348,372-379)
+    util.get_landmark = lambda file: (np.array(landmarks, dtype=np.float64), height, width)
+    util.expand_region = expand_region
+    processor_module.FaceAnalysis = _OneFace
+    try:
+        with tempfile.TemporaryDirectory() as cache, contextlib.redirect_stdout(io.StringIO()):
+            # scripts/inference.py:153-164: img_size = (width, height) of the config, square there
+            with processor_module.ImageProcessor((resolution, resolution), "unused") as processor:
+                outputs = processor.preprocess(str(photo_path), cache, ratio)
+    finally:
+        util.get_landmark, util.expand_region, processor_module.FaceAnalysis = saved
+    pixels, face_box, _, full, face, lip = outputs
+    return {"pixels": pixels, "face_box": face_box, "full": full, "face": face, "lip": lip}, boxes
+
+
+MASKS_QUIRKS = [
+    "landmarks: mediapipe FaceLandmarker v2 (478 points), exactly one face, each point (x * width, y * height) of its "
+    "normalised output in float64, not rounded (util.py:344-348,361-379)",
+    "face box: bounding box of the 36 silhouette ids, lip box of the 20 lip ids (util.py:323-329), corners np.round "
+    "(half to even) (util.py:418-420,464-466)",
+    "expand_region (util.py:529-564): centre by floor division of the sum, side (max-min)*ratio, half side by floor "
+    "division; a box past an edge is shifted back by the overshoot, left/top first, then right/bottom (so a box "
+    "larger than the photo ends with a negative start); face ratio = config face_expand_ratio 1.2 (default.yaml:41, "
+    "passed at image_processor.py:141), lip ratio 2.0 (get_lip_mask's default, get_mask passes none: util.py:407,510)",
+    "box fill: uint8 zeros (height, width), the slice [min_y:max_y, min_x:max_x] set to 255, numpy slicing (a negative "
+    "start counts from the end) (util.py:423-425,469-471); written as PNG and read back unchanged (8-bit grey)",
+    "blur (util.py:589-609): cv2.resize to 64x64 (dsize fixed, INTER_LINEAR, aspect not kept), cv2.GaussianBlur "
+    "kernel 51 for the face, 31 for the lips (util.py:516,519), sigma 0 (OpenCV derives 8 and 5), then cv2.normalize "
+    "NORM_MINMAX to 0..255 in uint8",
+    "full ('pose') mask: (1 - blurred_face/255) * 255 in float64, astype uint8: truncation (util.py:627-631)",
+    "face mask: cv2.subtract(blurred_face, blurred_lip), saturating at 0 (util.py:662); lip mask: the blurred lip box",
+    "per level (image_processor.py:71-98,156-180): each 64x64 PNG opened by PIL (mode L), torchvision Resize to "
+    "(R/8, R/8), (R/16, ..), (R/32, ..), (R/64, ..) = PIL bilinear (antialiased), ToTensor /255 in float32, then "
+    ".view(1, -1)",
+    "reference pixels (image_processor.py:56-62,118-121): PIL RGB, torchvision Resize(img_size) with the (w, h) "
+    "tuple = PIL bilinear to R x R (aspect not kept), ToTensor /255, Normalize(0.5, 0.5) in float32",
+    "face-locator input (image_processor.py:64-69,141-146): the sharp face box PNG opened by PIL and converted to RGB, "
+    "Resize(img_size) = PIL bilinear to R x R, ToTensor /255 in float32",
+]
+
+
+def cmd_masks(args) -> None:
+    missing = [name for name, package in (("opencv-python-headless==4.9.0.80", "cv2"), ("pillow", "PIL"),
+                                          ("torchvision==0.28.0", "torchvision"))
+               if importlib.util.find_spec(package) is None]
+    if missing:
+        raise ToolError(f"masks runs Hallo's image preparation, which needs the real {', '.join(missing)}: "
+                        f"{sys.executable} -m pip install {' '.join(missing)}")
+    root = hallo_checkout()
+    _, served = import_hallo(root)
+    import cv2
+    import numpy as np
+    import PIL
+    import torch
+    import torchvision
+    from omegaconf import OmegaConf
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    processor_module = sys.modules["hallo.datasets.image_processor"]
+    util = sys.modules["hallo.utils.util"]
+    ratio = float(OmegaConf.load(root / "configs" / "inference" / "default.yaml").face_expand_ratio)
+    commit = hallo_commit(root)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    photo = _masks_photo()
+    tensors = {"in.image": torch.from_numpy(photo.copy())}
+    cases = {}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        photo_path = Path(folder) / "photo.png"  # PNG: read back unchanged by PIL; the cache names come from "photo"
+        Image.fromarray(photo).save(photo_path)
+        reference_pixels = {}
+        for case, (resolution, *_) in MASKS_CASES.items():
+            landmarks = _masks_landmarks(util, case)
+            found, boxes = _masks_case(processor_module, util, photo_path, landmarks, resolution, ratio)
+            shared = MASKS_SHARED_LANDMARKS.get(case)
+            if shared is None:
+                tensors[f"in.{case}.landmarks"] = torch.from_numpy(landmarks.astype(np.float32))
+            elif not np.array_equal(landmarks, tensors[f"in.{shared}.landmarks"].numpy()):
+                raise ToolError(f"{case}: its landmarks are not {shared}'s")
+            pixels = found["pixels"]
+            if resolution in reference_pixels:
+                if not torch.equal(pixels, reference_pixels[resolution]):
+                    raise ToolError(f"{case}: the photo's pixels differ from another case's at {resolution}")
+            reference_pixels.setdefault(resolution, pixels)
+            if case in MASKS_WITH_PIXELS:
+                tensors[f"out.{case}.pixels"] = pixels
+            if case in MASKS_WITH_FACE_BOX:
+                tensors[f"out.{case}.face_box"] = found["face_box"]
+            levels = []
+            for region in ("full", "face", "lip"):
+                for level, mask in enumerate(found[region]):
+                    side = resolution // 8 >> level
+                    if tuple(mask.shape) != (1, side * side):
+                        raise ToolError(f"{case}: their {region} mask at level {level} has shape {tuple(mask.shape)}")
+                    tensors[f"out.{case}.{region}_mask.{level}"] = mask
+                    levels.append(side) if region == "full" else None
+            lip, face = boxes
+            cases[case] = {"resolution": resolution, "landmarks": f"in.{shared or case}.landmarks",
+                           "levels": levels, "face_expand_ratio": ratio,
+                           "face_box": face, "lip_box": lip,
+                           "with": sorted({k.split(".")[2] for k in tensors if k.startswith(f"out.{case}.")})}
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    path = out / "masks.safetensors"
+    save_file(tensors, str(path), metadata={"hallo_commit": commit or "unknown"})
+    doc = {
+        "fixture": "masks",
+        "hallo_commit": commit,
+        "call": "ImageProcessor((R, R), ...).preprocess(photo.png, cache_dir, face_expand_ratio) "
+                "(hallo/datasets/image_processor.py:107-182, as scripts/inference.py:153-164 calls it), landmarks "
+                "handed in through util.get_landmark, one face with a zero embedding through FaceAnalysis",
+        "versions": {"opencv": cv2.__version__, "pillow": PIL.__version__,
+                     "torchvision": torchvision.__version__.split("+")[0], "numpy": np.__version__,
+                     "torch": torch.__version__.split("+")[0]},
+        "photo": {"width": MASKS_PHOTO[0], "height": MASKS_PHOTO[1], "dtype": "uint8", "layout": "HxWx3 RGB"},
+        "landmarks": "float32 (N, 2) in the photo's pixels, x then y; every value a multiple of 1/4, so exact; their "
+                     "code holds them as float64",
+        "regions": {"full": "their sep_background (pixel_values_full_mask, the 'pose' region)",
+                    "face": "their sep_face (pixel_values_face_mask)", "lip": "their sep_lip (pixel_values_lip_mask)"},
+        "cases": cases,
+        "quirks": MASKS_QUIRKS,
+        "tensors": {k: f"{str(v.dtype).removeprefix('torch.')} {list(v.shape)}" for k, v in tensors.items()},
+    }
+    text = json.dumps(doc, indent=1)
+    text = re.sub(r"\[[\d\s,.\-]*\]", lambda m: "[" + " ".join(m.group(0)[1:-1].split()) + "]", text)  # one line
+    (out / "masks.json").write_text(text + "\n")
+    for case, info in cases.items():
+        print(f"  {case:11s} R={info['resolution']:<4d} face box {info['face_box']['given']} -> "
+              f"{info['face_box']['returned']}, lip box {info['lip_box']['given']} -> {info['lip_box']['returned']}")
+    print(f"opencv {cv2.__version__}, pillow {PIL.__version__}, torchvision {torchvision.__version__}")
+    print(f"stand-in modules served: {', '.join(sorted(served)) or 'none'}")
+    print(f"wrote {path} ({path.stat().st_size:,} bytes, {len(tensors)} tensors) and masks.json, "
+          f"Hallo {commit or 'unknown'}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1437,6 +1752,10 @@ def main(argv=None) -> int:
     calls.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
     calls.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (%(default)s)")
     calls.set_defaults(run=cmd_calls)
+    masks = sub.add_parser("masks", help="write what Hallo's preparation of the reference photo gives (pixels, face "
+                                          "box, region masks per level) for a synthetic photo and landmarks")
+    masks.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
+    masks.set_defaults(run=cmd_masks)
     args = parser.parse_args(argv)
     try:
         args.run(args)

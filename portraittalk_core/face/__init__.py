@@ -17,6 +17,10 @@ The pipeline reads top to bottom, one module a step:
    included.
 5. ``prepare_references`` (``references``) does all of that for a list of reference photos.
 
+Beside them, ``hallo_regions`` prepares a photo the way Hallo's code does for its published weights (issue 26):
+``hallo_reference`` gives the squeezed reference pixels, the face-locator input and the full/face/lip region masks
+per UNet level, from mediapipe face-mesh landmarks.
+
 Neither insightface nor mediapipe is imported until a detector is built, so importing this
 package never needs them.
 
@@ -58,6 +62,7 @@ from .look import (
     photo_look,
 )
 from .references import normalise_look, prepare_references
+from .hallo_regions import HALLO_REGIONS, HalloReference, hallo_reference
 
 __all__ = [
     "MIN_IMAGE_SIDE", "to_rgb_uint8",
@@ -72,4 +77,5 @@ __all__ = [
     "GRAY_CHANNEL_SPREAD", "OVEREXPOSED_FACE_SHADOWS", "TARGET_FACE_SHADOWS", "TARGET_HIGHLIGHTS",
     "UNDEREXPOSED_HIGHLIGHTS", "PhotoLook", "photo_look",
     "normalise_look", "prepare_references",
+    "HALLO_REGIONS", "HalloReference", "hallo_reference",
 ]
