@@ -29,8 +29,8 @@ SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.01
 @dataclass
 class Backbone:
     vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel | None   # None for a text-free model (config context "identity": Hallo's)
+    tokenizer: CLIPTokenizer | None
     unet: UNet2DConditionModel
     schedule: dict = field(default_factory=lambda: dict(SD15_SCHEDULE))
 
@@ -227,3 +227,45 @@ def _load_single_file(path: Path, tokenizer_folder, dtype) -> Backbone:
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
     return Backbone(vae=vae.to(dtype).eval(), text_encoder=text_encoder.to(dtype).eval(), tokenizer=tokenizer,
                     unet=unet.to(dtype).eval())
+
+
+# -- a text-free model's backbone: a UNet file and a VAE (Hallo's, converted) ---------------------------------------
+def load_unet_backbone(unet_path, vae_path, config: PortraitTalkConfig, dtype=torch.float32) -> Backbone:
+    """The backbone of a model with no text path (config ``context`` "identity"): the UNet from a single-file UNet
+    in LDM names (``portraittalk convert hallo`` writes ``hallo_unet.safetensors``; a whole SD1.5 checkpoint serves
+    too) at ``config``'s shapes, the VAE from ``vae_path``, and no text encoder."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    unet_path = _require(Path(unet_path).expanduser(), "UNet file",
+                         "pass --backbone with the hallo_unet.safetensors that portraittalk convert hallo wrote")
+    checkpoint = read_state_dict(unet_path)
+    if "model.diffusion_model.input_blocks.0.0.weight" not in checkpoint:
+        raise WeightsError(f"'{unet_path}' holds no UNet in single-file names (no model.diffusion_model.* keys)",
+                           "pass the hallo_unet.safetensors that portraittalk convert hallo wrote")
+    unet = UNet2DConditionModel(**config.unet)
+    state = convert_ldm_unet_checkpoint(checkpoint, dict(config.unet))
+    check_state_dict(unet.state_dict(), state, f"'{unet_path}'")
+    unet.load_state_dict(state)
+    return Backbone(vae=load_vae(vae_path, config, dtype), text_encoder=None, tokenizer=None,
+                    unet=unet.to(dtype).eval())
+
+
+def load_vae(path, config: PortraitTalkConfig, dtype=torch.float32) -> AutoencoderKL:
+    """A VAE from a diffusers folder (config.json, diffusion_pytorch_model.safetensors: stabilityai/sd-vae-ft-mse)
+    or one .safetensors file in diffusers' or the original (LDM) names."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    fix = ("pass --vae with Stable Diffusion's VAE: a diffusers folder or its diffusion_pytorch_model.safetensors "
+           "(stabilityai/sd-vae-ft-mse for Hallo)")
+    if path is None:
+        raise WeightsError("this model's backbone is a UNet file alone, and no VAE was given", fix)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = _require(path / "diffusion_pytorch_model.safetensors", "VAE weights", fix)
+    state = read_state_dict(_require(path, "VAE file", fix))
+    vae = AutoencoderKL(**config.vae)
+    if "decoder.up.0.block.0.norm1.weight" in {k.split("first_stage_model.")[-1] for k in state}:  # LDM names
+        state = convert_ldm_vae_checkpoint(state, vae.config)
+    check_state_dict(vae.state_dict(), state, f"'{path}'")
+    vae.load_state_dict(state)
+    return vae.to(dtype).eval()

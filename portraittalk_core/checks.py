@@ -154,6 +154,26 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.absolute().resolve() == b.absolute().resolve()
 
 
+def check_hallo_settings(settings, config, head_motion=None) -> None:
+    """Settings that ``resolved`` has filled, against what a model of Hallo's computation (config
+    ``reference_inputs`` "hallo") does: it takes no prompt, makes whole frames from noise, and moves the head
+    itself; its motion-frame prefix and clip share the motion modules' position table."""
+    unsupported = [(settings.prompt or settings.negative_prompt, "a prompt", "leave --prompt and --negative empty"),
+                   (settings.region != "face", f"region '{settings.region}'", "use --region face"),
+                   (settings.restyle, "--restyle", "leave --restyle off"),
+                   (settings.denoise < 1.0, "--denoise below 1", "use --denoise 1"),
+                   (head_motion is not None, "a head-motion video", "leave --head-motion out")]
+    for used, what, fix in unsupported:
+        if used:
+            raise InputError(f"{what} does not apply to this model ({config.name}: Hallo's computation, "
+                             "which has no text path and generates whole frames)", fix)
+    table = config.motion["motion_max_seq_length"]
+    if settings.clip_frames + settings.motion_frames > table:
+        raise InputError(f"{settings.clip_frames} clip frames and {settings.motion_frames} motion frames make "
+                         f"{settings.clip_frames + settings.motion_frames}, more than the motion modules' "
+                         f"{table} positions", f"keep the two together at {table} or fewer")
+
+
 def check_generation_settings(settings, config) -> None:
     """Every setting of ``settings`` (a GenerationSettings, generation/settings.py) in its declared range for
     ``config``'s model, an error naming it as the user set it (a flag, or where there is none, its name). None

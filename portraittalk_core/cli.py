@@ -40,11 +40,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", type=Path, help="PortraitTalk weights (.safetensors)")
     g.add_argument("--backbone", type=Path, help="SD1.5 backbone: diffusers folder or single-file .safetensors")
     g.add_argument("--tokenizer", type=Path, help="CLIP tokenizer folder (vocab.json, merges.txt) for a single-file backbone")
+    g.add_argument("--vae", type=Path, help="VAE (diffusers folder or .safetensors) for a backbone that is a UNet file "
+                                            "alone: Hallo's converted hallo_unet.safetensors takes sd-vae-ft-mse")
     g.add_argument("--insightface", type=Path, help="insightface root folder (holds models/antelopev2)")
     g.add_argument("--wav2vec2", type=Path, help="local wav2vec2 folder (config.json, model.safetensors)")
     g.add_argument("--random-weights", action="store_true",
                    help="run on random weights of --config (smoke test: the video is noise, not a face)")
-    g.add_argument("--config", default="tiny", choices=("tiny", "sd15"), help="model size for --random-weights")
+    g.add_argument("--config", default="tiny", choices=("tiny", "sd15", "hallo_tiny"),
+                   help="model size for --random-weights (hallo_tiny: Hallo's computation at the test fixtures' size)")
     g.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--dtype", default="float32", choices=DTYPES)
 
@@ -138,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model config preset (tiny, sd15) or a .json file of training settings")
     train.add_argument("--data", type=Path, help="prepared shards")
     train.add_argument("--out", type=Path, help="output folder (checkpoints, log.jsonl, weights)")
-    train.add_argument("--init", type=Path, help="weights to start from (stage 2: stage 1's output; stage motion: stage 2's)")
+    train.add_argument("--init", type=Path,
+                       help="weights to start from (stage 2: stage 1's output; stage motion: stage 2's); a converted "
+                            "model (portraittalk convert) of another config warm-starts stage 1 or 2 of --config: "
+                            "its tensors that fit are taken, the rest starts fresh")
     train.add_argument("--stills", type=Path, help="stages vae, decoder, text, base and 1: a stills file (synth/stills.py) "
                                                    "mixed with the shards' frames")
     for flag, kind in (("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--frames", int),
@@ -240,22 +246,29 @@ def _pipeline(args, device, dtype):
               file=sys.stderr)
         return PortraitTalkPipeline.demo(device=device, dtype=dtype)
     return PortraitTalkPipeline.from_pretrained(args.weights, args.backbone, args.tokenizer, args.insightface,
-                                                args.wav2vec2, device=device, dtype=dtype)
+                                                args.wav2vec2, device=device, dtype=dtype, vae=args.vae)
 
 
 def main_generate(args) -> int:
     # deferred, as in every command below: torch and diffusers load only for a command that needs them, so --help
     # and argument errors answer at once (and a machine without torch gets main's one-line error)
-    from .checks import check_device, check_dtype, check_generation_settings, check_input_file, check_output_video
+    from .checks import (check_device, check_dtype, check_generation_settings, check_hallo_settings, check_input_file,
+                         check_output_video)
 
     settings = generation_settings.GenerationSettings(**_settings(args, generation_settings.cli_settings()))
     # Everything is checked before the model and the face detector load (seconds), so a typo costs nothing.
     device = check_device(args.device)
     dtype = check_dtype(args.dtype, device)
-    check_generation_settings(settings, _model_config(args))
+    config = _model_config(args)
+    check_generation_settings(settings, config)
     refs = [check_input_file(path, "reference photo") for path in args.ref]
     audio = check_input_file(args.audio, "audio file")
     head_motion = None if args.head_motion is None else check_input_file(args.head_motion, "head-motion video")
+    if config.reference_inputs == "hallo":
+        check_hallo_settings(generation_settings.resolved(settings, config), config, head_motion)
+        if not args.random_weights and args.vae is None:
+            raise InputError(f"the model in '{args.weights}' runs on a UNet file and a VAE, and no --vae was given",
+                             "pass --vae with stabilityai/sd-vae-ft-mse's folder or diffusion_pytorch_model.safetensors")
     out = check_output_video(args.out, [*refs, audio, head_motion])
     pipe = _pipeline(args, device, dtype)
     result = pipe(refs, audio, out, settings, reference_labels=[str(p) for p in args.ref], head_motion=head_motion)

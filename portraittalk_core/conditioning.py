@@ -41,11 +41,17 @@ def load_checked_audio(source, fps: float) -> audio_io.Waveform:
     return wave
 
 
-def prepare_audio(source, front_end, config: PortraitTalkConfig, fps: float
+def prepare_audio(source, front_end, config: PortraitTalkConfig, fps: float, clip_frames: int | None = None
                   ) -> tuple[audio_io.Waveform, audio_io.AudioFeatures]:
-    """Any audio source -> checked 16 kHz mono waveform and per-frame feature windows at ``fps``."""
+    """Any audio source -> checked 16 kHz mono waveform and per-frame feature windows at ``fps`` (for a model whose
+    audio is read in whole clips, config ``audio_frames`` "encoder_input", padded to clips of ``clip_frames``, by
+    default the model's)."""
     wave = load_checked_audio(source, fps)
-    features = audio_io.encode_audio(wave, front_end, fps, window=config.audio_window)
+    if config.audio_frames == "encoder_input":
+        features = audio_io.encode_audio_in_whole_clips(wave, front_end, fps, clip_frames or config.clip_frames,
+                                                        window=config.audio_window)
+    else:
+        features = audio_io.encode_audio(wave, front_end, fps, window=config.audio_window)
     check_audio_features(features, config)
     return wave, features
 
@@ -72,6 +78,50 @@ def prepare_references(images: Sequence, model, detector, resolution: int, label
         warn_unknown_faces(faces, pixels, model, backbone)
     structure = faces_structure(faces[:1])
     return References(faces, pixels, torch.from_numpy(structure), embed_faces(faces, pixels, model))
+
+
+@dataclass
+class HalloInputs:
+    """What Hallo's pipeline takes from the photo (config ``reference_inputs`` "hallo"), for one video row."""
+
+    pixels: torch.Tensor          # (1, 3, R, R) the whole photo resized, in [-1, 1]
+    face_box: torch.Tensor        # (1, 3, R, R) the face locator's input, in [0, 1]
+    masks: dict[str, list[torch.Tensor]]  # region -> one (1, h*w) mask per UNet level (models/audio_block.REGIONS)
+    embedding: torch.Tensor       # (1, E) the raw ArcFace embedding (zeros where no face was found, as theirs)
+
+
+def prepare_hallo_inputs(image, landmark_detector, model, resolution: int, identity_detector=None,
+                         label: str = "the reference photo") -> HalloInputs:
+    """One photo -> ``HalloInputs``. ``landmark_detector`` gives the face mesh their masks are built from
+    (mediapipe's 468 points, face/hallo_regions.py); ``identity_detector`` (insightface) the raw embedding of the
+    largest face in the whole photo (hallo/datasets/image_processor.py:125-138). A model with the builtin face
+    encoder (random weights, tests) embeds the resized photo instead."""
+    image = face_io.to_rgb_uint8(image)
+    mesh = face_io.select_face(face_io.detect_faces(image, landmark_detector), label)
+    regions = face_io.hallo_reference(image, mesh.landmarks, resolution)
+    if model.face_encoder is not None:
+        with torch.inference_mode():
+            embedding = model.face_encoder(regions.pixels[None].to(next(model.face_encoder.parameters())))
+    else:
+        embedding = raw_arcface_embedding(image, identity_detector, model.config.face_embed_dim, label)
+    return HalloInputs(regions.pixels[None], regions.face_box[None], regions.masks, embedding.float())
+
+
+def raw_arcface_embedding(image: np.ndarray, detector, size: int, label: str) -> torch.Tensor:
+    """(1, size): the raw ArcFace embedding of the largest face ``detector`` (insightface) finds in the whole photo;
+    zeros, with a warning, where it finds none, as theirs (hallo/datasets/image_processor.py:125-138)."""
+    fix = "pass --insightface with the folder holding models/antelopev2 (the ArcFace model it was trained with)"
+    if detector is None:
+        raise WeightsError("this model reads raw ArcFace embeddings, and no insightface detector was given", fix)
+    faces = face_io.detect_faces(image, detector)
+    if not faces:
+        warnings.warn(f"insightface found no face in {label}: the identity input is zeros, the unconditional one, "
+                      "as in Hallo's own pipeline", PortraitTalkWarning, stacklevel=3)
+        return torch.zeros(1, size)
+    largest = max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+    if largest.raw_embedding is None:
+        raise WeightsError(f"the face detector '{detector.name}' gives no raw ArcFace embedding", fix)
+    return torch.from_numpy(largest.raw_embedding)[None]
 
 
 # -- references far from what the model knows ----------------------------------------------------------------------

@@ -90,6 +90,14 @@ class PortraitTalkConfig:
     audio_hidden_dim: int = 0
     # The structure encoder's input channels (4: placement + landmarks; Hallo's face locator: an RGB face box).
     structure_input_channels: int = 4
+    # How wav2vec2's features reach the video rate: "resampled" (the 50 Hz hidden states averaged over each frame,
+    # audio/features.frame_windows) or "encoder_input" (Hallo: the CNN features interpolated to the frame count
+    # before the encoder, layers 1.. only, the audio padded with silence to whole clips: audio_processor.py:104-125).
+    audio_frames: str = "resampled"
+    # What the photo gives the model: "aligned_face" (an aligned face crop, its normalised embedding and structure
+    # maps: face/) or "hallo" (the whole photo resized, the raw ArcFace embedding, the face box for the structure
+    # encoder and the full/face/lip region masks from mediapipe landmarks: face/hallo_regions.py).
+    reference_inputs: str = "aligned_face"
     # The unconditional branch: "drop" (PortraitTalk's nested guidance skips each path) or "zero" (Hallo's: zero
     # face-locator residual, zero audio tokens, the projection of a zero face embedding, no bank:
     # hallo/animate/face_animate.py:291-298,339-343,377-378). Read by the hosts.
@@ -250,7 +258,7 @@ _HALLO_OPTIONS = dict(
     context="identity", reference_keys="denoiser", reference_bank_dtype="float16", reference_context="tiled",
     reference_frames="tiled", identity_net_output=False, motion_norm="frame", motion_context="reference_prefix",
     motion_blocks="attention", audio_attention="region_blocks", audio_projection="flat", uncond_inputs="zero",
-    schedule=dict(HALLO_SCHEDULE),
+    audio_frames="encoder_input", reference_inputs="hallo", schedule=dict(HALLO_SCHEDULE),
 )
 
 
@@ -290,6 +298,8 @@ HALLO_PRESETS = {"hallo": hallo, "hallo_tiny": hallo_tiny}
 
 
 def preset(name: str) -> PortraitTalkConfig:
-    if name not in PRESETS:
-        raise InputError(f"unknown model config '{name}'", f"use one of: {', '.join(PRESETS)}")
-    return PRESETS[name]()
+    """A config by name: PortraitTalk's presets, or Hallo's (their Net's computation, for converted weights)."""
+    known = {**PRESETS, **HALLO_PRESETS}
+    if name not in known:
+        raise InputError(f"unknown model config '{name}'", f"use one of: {', '.join(known)}")
+    return known[name]()

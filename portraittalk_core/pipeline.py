@@ -33,10 +33,11 @@ from . import audio as audio_io
 from . import face as face_io
 from .assets import demo_weights
 from .audio.stand_in import RandomWav2Vec2FrontEnd
-from .backbone import Backbone, load_backbone, random_backbone
-from .checks import check_generation_settings, check_output_video
+from .backbone import Backbone, load_backbone, load_unet_backbone, random_backbone
+from .checks import check_generation_settings, check_hallo_settings, check_output_video
 from .clips import Clip, plan_clips
-from .conditioning import References, embed_faces, faces_structure, prepare_audio, prepare_references
+from .conditioning import (HalloInputs, References, embed_faces, faces_structure, prepare_audio, prepare_hallo_inputs,
+                           prepare_references)
 from .config import PortraitTalkConfig, preset
 from .errors import InputError, PortraitTalkWarning, WeightsError
 from .generation.compositing import PhotoFrames, face_mask, kept_outside_mouth, paste_weights
@@ -49,6 +50,7 @@ from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_m
 from .io.safetensors import read_metadata
 from .io.video import VideoWriter
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
+from .models.animate_net import split_reference_record
 from .schedulers import make_scheduler, model_schedule
 from .weights import load_model, read_config
 
@@ -78,8 +80,9 @@ class PortraitTalkPipeline:
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, weights, backbone=None, tokenizer=None, insightface_root=None,
-                        wav2vec2_folder=None, device="cpu", dtype=torch.float32) -> "PortraitTalkPipeline":
-        """PortraitTalk weights (.safetensors) + an SD1.5 backbone (diffusers folder or single file)."""
+                        wav2vec2_folder=None, device="cpu", dtype=torch.float32, vae=None) -> "PortraitTalkPipeline":
+        """PortraitTalk weights (.safetensors) + an SD1.5 backbone (diffusers folder or single file); for a model with
+        no text path (config context "identity", Hallo's converted weights) the UNet file alone and ``vae``."""
         config = read_config(weights)  # checks the file before anything slow is loaded
         if backbone is None and read_metadata(weights).get("backbone"):
             backbone = weights  # a small model of ours carries its backbone
@@ -93,7 +96,8 @@ class PortraitTalkPipeline:
                                    "pass --wav2vec2 with a local folder holding config.json and model.safetensors")
             front_end = audio_io.Wav2Vec2FrontEnd(wav2vec2_folder, device=device)
         detector = cls._detector_for(insightface_root)
-        sd = load_backbone(backbone, tokenizer, dtype)
+        sd = (load_unet_backbone(backbone, vae, config, dtype) if config.context == "identity"
+              else load_backbone(backbone, tokenizer, dtype))
         model = load_model(weights, sd.unet, device, dtype)
         return cls(model, sd, detector, front_end, device, dtype)
 
@@ -145,8 +149,8 @@ class PortraitTalkPipeline:
         self._detector = detector
 
     # -- stages 1 and 2: audio and faces (conditioning.py, shared with the ComfyUI nodes) ----------
-    def prepare_audio(self, source, fps: float):
-        return prepare_audio(source, self.audio_front_end, self.config, fps)
+    def prepare_audio(self, source, fps: float, clip_frames: int | None = None):
+        return prepare_audio(source, self.audio_front_end, self.config, fps, clip_frames)
 
     def prepare_references(self, images: Sequence, resolution: int, labels=None) -> References:
         return prepare_references(images, self.model, self.detector, resolution, labels, backbone=self.backbone)
@@ -309,6 +313,138 @@ class PortraitTalkPipeline:
             latents = torch.lerp(latents, known, known_mask)
         return latents
 
+    # -- Hallo's computation (config reference_inputs "hallo", uncond_inputs "zero": docs/hallo.md) ----------------
+    def prepare_hallo_inputs(self, image, resolution: int, label: str = "the reference photo") -> HalloInputs:
+        """Their masks come from mediapipe's face mesh; the embedding from the pipeline's detector (insightface)."""
+        with face_io.MediaPipeDetector() as landmarks:
+            return prepare_hallo_inputs(image, landmarks, self.model, resolution, self.detector, label)
+
+    @torch.inference_mode()
+    def hallo_conditioning(self, inputs: HalloInputs, clip_frames: int) -> dict:
+        """What their pipeline derives once from the photo, as [uncond, cond] rows (face_animate.py:291-298,
+        339-359): the face tokens, with the projection of a zero embedding as uncond; the face locator's residual
+        for every frame, zeros as uncond; the region masks for every frame of both rows."""
+        embedding = inputs.embedding.to(self.device, self.dtype)
+        face_tokens = self.model.identity_projection(torch.cat([torch.zeros_like(embedding), embedding])[:, None])
+        located = self.model.animate_net.structure_encoder(inputs.face_box.to(self.device, self.dtype))
+        structure = repeat(located, "1 c h w -> 1 c f h w", f=clip_frames)
+        masks = {region: [repeat(mask.to(self.device, self.dtype), "1 n -> (v f) n", v=2, f=clip_frames)
+                          for mask in levels] for region, levels in inputs.masks.items()}
+        return dict(face_tokens=face_tokens, structure=torch.cat([torch.zeros_like(structure), structure]),
+                    masks=masks, pixels=inputs.pixels.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def motion_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """The previous clip's last frames as their next clip reads them: decoded in float, brought to [0, 1] and
+        clamped, then back to [-1, 1] (face_animate.py decode_latents; scripts/inference.py:301-306)."""
+        vae = self.backbone.vae
+        frames = torch.cat([vae.decode(latent[None] / vae.config.scaling_factor).sample for latent in latents])
+        return (frames / 2 + 0.5).clamp(0, 1) * 2.0 - 1.0
+
+    @torch.inference_mode()
+    def hallo_clip_context(self, reference_latents: torch.Tensor, cond: dict, audio_windows: torch.Tensor
+                           ) -> AttentionContext:
+        """A clip's attention context as their pipeline makes it (face_animate.py:332-336,377-395): the reference
+        pass at t=0 over ``reference_latents`` (R, C, h, w), [photo, motion frames], for both rows, its banks read
+        by attn1 (uncond rows see none) and its motion-frame rows prefixed to the motion modules; the clip's audio
+        tokens, zeros as uncond; the region masks."""
+        _, record = self.model.identity_net(repeat(reference_latents, "r c h w -> v r c h w", v=2),
+                                            cond["face_tokens"], None, None, 0)
+        bank, prefix = split_reference_record(record, len(reference_latents))
+        audio = self.audio_tokens(audio_windows)
+        return AttentionContext(bank=bank, bank_scale=torch.tensor([0.0, 1.0], device=self.device),
+                                motion_prefix=prefix, audio_tokens=torch.cat([torch.zeros_like(audio), audio]),
+                                region_masks=cond["masks"])
+
+    @torch.inference_mode()
+    def hallo_step(self, latents: torch.Tensor, t, cond: dict, ctx: AttentionContext, scale: float, scheduler
+                   ) -> torch.Tensor:
+        """One step (face_animate.py:397-420): the denoiser on [uncond, cond] rows, one guidance scale."""
+        model_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        prediction = self.model.animate_net(model_in, t, cond["face_tokens"], ctx, structure_residual=cond["structure"])
+        uncond, conditional = prediction.chunk(2)
+        return scheduler.step(uncond + scale * (conditional - uncond), t, latents).prev_sample
+
+    @torch.inference_mode()
+    def denoise_hallo_clip(self, clip: Clip, noise: torch.Tensor, motion: torch.Tensor, cond: dict,
+                           audio_windows: torch.Tensor, scale: float, scheduler, steps: int, on_step=None,
+                           cancel=None) -> torch.Tensor:
+        """One clip from ``noise`` (1, C, F, h, w), continuing from ``motion`` (n, 3, H, W) in [-1, 1]; returns its
+        latents (1, C, F, h, w)."""
+        rows = torch.cat([cond["pixels"], motion])
+        if rows.min() >= 0:  # diffusers' VaeImageProcessor maps a batch with no negative value from [0, 1]
+            rows = rows * 2.0 - 1.0
+        ctx = self.hallo_clip_context(self.backbone.encode_images(rows), cond, audio_windows[clip.start:clip.end])
+        latents = noise
+        for t in start_timesteps(scheduler, steps, 1.0, self.device):
+            check_cancel(cancel)
+            latents = self.hallo_step(latents, t, cond, ctx, scale, scheduler)
+            if on_step is not None:
+                on_step()
+        return latents
+
+    def _generate_hallo(self, references, audio, out, settings: GenerationSettings, progress, cancel,
+                        on_progress, on_clip, on_frames, reference_labels) -> GenerationResult:
+        """Hallo's clip loop (scripts/inference.py:285-343): the audio padded to whole clips of new frames, the
+        first clip continuing from the photo itself, each next one from the last frames decoded before; the frames
+        past the audio are dropped."""
+        config = self.config
+        fps, resolution, clip_frames = float(settings.fps), int(settings.resolution), settings.clip_frames
+        timer = StageTimer(self.device)
+        self.model.animate_net.motion_scale = settings.motion_scale
+        with timer("audio"):
+            wave, features = self.prepare_audio(audio, fps, clip_frames)
+        with timer("face"):
+            label = reference_labels[0] if reference_labels else "the reference photo"
+            inputs = self.prepare_hallo_inputs(references[0], resolution, label)
+        with timer("reference"):
+            cond = self.hallo_conditioning(inputs, clip_frames)
+        n_frames = features.n_frames
+        clips = plan_clips(len(features.frames), clip_frames, 0)
+        scheduler = make_scheduler(settings.sampler, model_schedule(self.backbone.schedule, config))
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        latent_size = resolution // config.vae_scale
+        total_steps = len(clips) * settings.steps
+        bar = tqdm(total=total_steps, desc="PortraitTalk (Hallo)", unit="step", disable=not progress)
+        done = 0
+
+        def on_step():
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if on_progress is not None:
+                on_progress(done, total_steps)
+
+        def denoise(clip: Clip, previous: torch.Tensor | None) -> torch.Tensor:
+            noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
+                                generator=generator).to(self.device, self.dtype)
+            with timer("reference"):
+                motion = (cond["pixels"].expand(settings.motion_frames, -1, -1, -1) if previous is None
+                          else self.motion_pixels(previous))
+            with timer("denoise"):
+                latents = self.denoise_hallo_clip(clip, noise, motion, cond, features.frames, settings.audio_scale,
+                                                  scheduler, settings.steps, on_step, cancel)
+            return rearrange(latents, "1 c f h w -> f c h w")
+
+        def decode(clip: Clip, latents: torch.Tensor) -> Iterator[np.ndarray]:
+            kept = max(0, min(clip.length, n_frames - clip.start))  # the padding's frames are not the audio's
+            for frames in timed_iter(self.decode(latents[:kept], settings.decode_chunk), timer, "decode"):
+                yield frames.numpy()
+
+        try:
+            writer = VideoWriter(out, fps, audio=wave) if out is not None else None
+            with writer if writer is not None else nullcontext():
+                for frames in sample_clips(clips, settings.motion_frames, denoise, decode, on_clip):
+                    with timer("write"):
+                        if writer is not None:
+                            writer.write(frames)
+                    if on_frames is not None:
+                        on_frames(frames)
+        finally:
+            bar.close()
+        path = writer.path if writer is not None else None
+        return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
+
     # -- stage 6: decoding -----------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, frames: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
@@ -335,6 +471,10 @@ class PortraitTalkPipeline:
         if out is not None:
             out = check_output_video(out, [p for p in (*references, audio, head_motion) if _is_path(p)])
         settings = resolved(settings, config)  # the model's own values where the settings leave them to it
+        if config.reference_inputs == "hallo":
+            check_hallo_settings(settings, config, head_motion)
+            return self._generate_hallo(references, audio, out, settings, progress, cancel, on_progress, on_clip,
+                                        on_frames, reference_labels)
         fps, resolution = float(settings.fps), int(settings.resolution)
         region, clip_frames, motion_frames = settings.region, settings.clip_frames, settings.motion_frames
         timer = StageTimer(self.device)

@@ -17,11 +17,13 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-from einops import rearrange, repeat
+from einops import rearrange
 from safetensors.torch import load_file
 
 from hallo_fixtures import BOUND, FIXTURES, WRONG, max_diff
-from portraittalk_core.backbone import SD15_SCHEDULE
+from portraittalk_core.audio.stand_in import RandomWav2Vec2FrontEnd
+from portraittalk_core.backbone import SD15_SCHEDULE, random_backbone
+from portraittalk_core.conditioning import HalloInputs
 from portraittalk_core.config import hallo_tiny, tiny
 from portraittalk_core.convert.hallo import PORTRAITTALK, hallo_destination, read_hallo_checkpoint, \
     split_hallo_checkpoint
@@ -29,6 +31,7 @@ from portraittalk_core.models.animate_net import split_reference_record
 from portraittalk_core.models.attention import AttentionContext, IdentityAttention, ReferenceRecorder
 from portraittalk_core.models.audio_block import REGIONS
 from portraittalk_core.models.portraittalk import PortraitTalkModel
+from portraittalk_core.pipeline import PortraitTalkPipeline
 from portraittalk_core.schedulers import make_scheduler, model_schedule
 
 UNET_CALL_BOUND = 1e-4
@@ -194,21 +197,27 @@ def test_schedule_is_hallos():
 
 
 def two_steps_conditioning(model, inputs: dict) -> dict:
-    """What their pipeline derives once per clip from the raw inputs, [uncond, cond] rows (face_animate.py:291-398):
-    face tokens with the projection of a zero embedding as uncond, audio tokens with zeros as uncond, the face
-    locator's residual with zeros as uncond (one face box for every frame), the reference pass at t=0 on the rows
-    [ref, motion frames] twice, and the region masks for both rows."""
+    """What their pipeline derives once per clip from the raw inputs, [uncond, cond] rows (face_animate.py:291-398),
+    made by the diffusers host's own methods (pipeline.hallo_conditioning, hallo_clip_context): face tokens with the
+    projection of a zero embedding as uncond, audio tokens with zeros as uncond, the face locator's residual with
+    zeros as uncond (one face box for every frame), the reference pass at t=0 on the rows [ref, motion frames]
+    twice, and the region masks for both rows."""
     frames = inputs["latents"].shape[2]
-    embeddings = torch.cat([torch.zeros_like(inputs["face_emb"]), inputs["face_emb"]])
-    face_tokens = model.identity_projection(embeddings[:, None])  # one face a row
-    audio = model.audio_projection(inputs["audio_windows"][0])[None]
-    structure = repeat(model.animate_net.structure_encoder(inputs["face_region"]), "v c h w -> v c f h w", f=frames)
-    reference = repeat(inputs["ref_image_latents"], "r c h w -> v r c h w", v=2)
-    _, record = model.identity_net(reference, face_tokens, None, None, 0)
-    return dict(encoder_hidden_states=face_tokens, audio_tensor=audio,
-                audio_embedding=torch.cat([torch.zeros_like(audio), audio]),
-                mask_cond_fea=torch.cat([torch.zeros_like(structure), structure]), record=record,
-                masks=region_masks(inputs, cfg_copies=2))
+    pipe = hallo_pipeline(model)
+    photo = HalloInputs(pixels=torch.zeros(1, 3, 64, 64), face_box=inputs["face_region"],
+                        masks={region: [inputs[f"{region}_mask.{level}"][:1] for level in range(4)]
+                               for region in REGIONS},
+                        embedding=inputs["face_emb"])
+    cond = pipe.hallo_conditioning(photo, frames)
+    ctx = pipe.hallo_clip_context(inputs["ref_image_latents"], cond, inputs["audio_windows"][0])
+    return dict(pipe=pipe, cond=cond, ctx=ctx, encoder_hidden_states=cond["face_tokens"],
+                audio_tensor=ctx.audio_tokens[frames:][None], audio_embedding=ctx.audio_tokens.unflatten(0, (2, frames)),
+                mask_cond_fea=cond["structure"], masks=cond["masks"])
+
+
+def hallo_pipeline(model) -> PortraitTalkPipeline:
+    """The diffusers host around the loaded model (its backbone's VAE is never used here)."""
+    return PortraitTalkPipeline(model, random_backbone(hallo_tiny()), audio_front_end=RandomWav2Vec2FrontEnd(hallo_tiny()))
 
 
 def test_two_steps_match_hallo(model):
@@ -247,17 +256,21 @@ def test_two_steps_match_hallo(model):
     for region, levels in ours["masks"].items():
         for level, mask in enumerate(levels):
             assert torch.equal(mask, call_inputs[f"{region}_mask.{level}"]), (region, level)
-    banks = {name[:-len(".attn1")]: rearrange(rows, "b (r n) c -> (b r) n c", r=refs)
-             for name, rows in ours["record"].items()}
-    assert set(banks) == {k[len("bank."):] for k in call_inputs if k.startswith("bank.")}
-    for name, rows in banks.items():
-        assert rows.dtype == torch.float16
-        assert max_diff(rows.float(), call_inputs[f"bank.{name}"].float()) <= 2 ** -8, name
+    # the reference pass's rows: each video's first row is attn1's bank, all of them the motion modules' prefix
+    their_banks = {k[len("bank."):]: v for k, v in call_inputs.items() if k.startswith("bank.")}
+    ctx = ours["ctx"]
+    assert set(ctx.bank) == {f"{name}.attn1" for name in their_banks}
+    for name, rows in their_banks.items():
+        bank = ctx.bank[f"{name}.attn1"]
+        assert bank.dtype == torch.float16
+        assert max_diff(bank.float(), rows.unflatten(0, (2, refs))[:, 0].float()) <= 2 ** -8, name
+        block, _, index = name.partition(".attentions.")
+        prefix = ctx.motion_prefix[f"{block}.motion_modules.{index.split('.')[0]}"]
+        assert max_diff(prefix.float(), rows.float()) <= 2 ** -8, name
 
     scheduler = hallo_scheduler(meta["scheduler"]["num_inference_steps"])
     alphas = found["sched"]["alphas_cumprod"].double()
-    their_banks = {k[len("bank."):]: v for k, v in call_inputs.items() if k.startswith("bank.")}
-    contexts = [context_from_bank(b, ours["audio_embedding"], ours["masks"], refs) for b in (banks, their_banks)]
+    contexts = [ctx, context_from_bank(their_banks, ours["audio_embedding"], ours["masks"], refs)]
     latents, latents_bound = inputs["latents"], 0.0
     for i, t in enumerate(scheduler.timesteps[:2]):
         step = found[f"step{i}"]
@@ -272,7 +285,9 @@ def test_two_steps_match_hallo(model):
         bank_effect = max_diff(guided, guided_their_bank)
         guided_bound = (2 * SCALE - 1) * UNET_CALL_BOUND + bank_effect
         guided_error = max_diff(guided, step["guided"])
+        host_step = ours["pipe"].hallo_step(latents, t, ours["cond"], ctx, SCALE, hallo_scheduler(40))
         latents = scheduler.step(guided, t, latents).prev_sample
+        assert torch.equal(host_step, latents), i  # the host's step is this step
         a_t = alphas[t]
         prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
         a_p = alphas[prev] if prev >= 0 else torch.tensor(scheduler.final_alpha_cumprod.item()).double()

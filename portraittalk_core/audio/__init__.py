@@ -17,11 +17,12 @@ This package exports all three steps' public names, the loading ones included, s
 """
 
 from ..io.audio import SAMPLE_RATE, Waveform, check_long_enough, check_not_silent, load_audio
-from .features import (AudioFeatures, encode_audio, features_from_comfy_encoder, features_from_hidden_states,
-                       frame_count, frame_windows)
+from .features import (AudioFeatures, encode_audio, encode_audio_in_whole_clips, features_from_comfy_encoder,
+                       features_from_hidden_states, frame_count, frame_windows)
 from .logmel import LogMelFrontEnd
 from .wav2vec2 import Wav2Vec2FrontEnd
 
 __all__ = ["SAMPLE_RATE", "Waveform", "load_audio", "check_not_silent", "check_long_enough", "LogMelFrontEnd",
-           "Wav2Vec2FrontEnd", "AudioFeatures", "encode_audio", "features_from_hidden_states",
+           "Wav2Vec2FrontEnd", "AudioFeatures", "encode_audio", "encode_audio_in_whole_clips",
+           "features_from_hidden_states",
            "features_from_comfy_encoder", "frame_count", "frame_windows"]

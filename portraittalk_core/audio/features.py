@@ -169,7 +169,7 @@ def interpolate_to_frames(features: torch.Tensor, n_frames: int) -> torch.Tensor
 class AudioFeatures:
     """What the models consume: a window of audio features for every video frame."""
 
-    frames: torch.Tensor  # (n_frames, 2*window+1, L, C)
+    frames: torch.Tensor  # (n_frames, 2*window+1, L, C); more rows padded to whole clips for Hallo's audio
     fps: float
     n_frames: int
     duration: float  # seconds of audio
@@ -185,6 +185,20 @@ def encode_audio(wave: Waveform, front_end, fps: float, window: int = 2) -> Audi
     features = front_end(wave)
     frames = frame_windows(features, front_end.feature_rate, fps, n_frames, window)
     return AudioFeatures(frames, float(fps), n_frames, wave.duration, front_end.name)
+
+
+def encode_audio_in_whole_clips(wave: Waveform, front_end, fps: float, clip_frames: int, window: int = 2
+                                ) -> AudioFeatures:
+    """Hallo's audio features (config ``audio_frames`` "encoder_input"): ``front_end.at_frames`` over the audio
+    padded with silence to whole clips of ``clip_frames`` (sample_rate // fps samples a frame), then a clamped
+    window over the whole padded track (hallo/datasets/audio_processor.py:108-115; scripts/inference.py:95-114).
+    ``frames`` has a row for every padded frame; ``n_frames`` counts the audio's own."""
+    n_frames = frame_count(wave.duration, fps)
+    padded = math.ceil(n_frames / clip_frames) * clip_frames
+    silence = (padded - n_frames) * int(front_end.sample_rate // fps)
+    hidden = front_end.at_frames(wave, padded, silence)
+    return AudioFeatures(clamped_neighbour_windows(hidden, window), float(fps), n_frames, wave.duration,
+                         front_end.name)
 
 
 def features_from_hidden_states(

@@ -7,6 +7,7 @@ import math
 from einops import repeat
 
 from ..config import PortraitTalkConfig
+from .features import interpolate_to_frames
 from .logmel import LogMelFrontEnd
 
 
@@ -16,6 +17,7 @@ class RandomWav2Vec2FrontEnd:
 
     name = "random_wav2vec2"
     feature_rate = 50.0
+    sample_rate = 16_000
 
     def __init__(self, config: PortraitTalkConfig):
         self.num_layers, self.feature_dim = config.audio_layers, config.audio_dim
@@ -26,3 +28,10 @@ class RandomWav2Vec2FrontEnd:
         reps = math.ceil(self.feature_dim / mel.shape[-1])
         tiled = mel.repeat(1, reps)[:, :self.feature_dim]
         return repeat(tiled, "t c -> t l c", l=self.num_layers).contiguous()
+
+    def at_frames(self, wave, frames: int, pad_samples: int = 0):
+        """``Wav2Vec2FrontEnd.at_frames``'s shape, (frames, num_layers, C): the same track interpolated to the frame
+        count (the padding's silence is left out: the stand-in is not wav2vec2 anyway)."""
+        track = self(wave)
+        flat = interpolate_to_frames(track.flatten(1)[None], frames)[0]
+        return flat.unflatten(1, track.shape[1:])

@@ -16,6 +16,7 @@ from einops import rearrange
 
 from ..errors import WeightsError
 from ..io.audio import SAMPLE_RATE, Waveform, _samples_at
+from .features import interpolate_to_frames
 
 
 class Wav2Vec2FrontEnd:
@@ -78,6 +79,33 @@ class Wav2Vec2FrontEnd:
                 pieces.append(rearrange(kept, "l t c -> t l c").float().cpu())
         # Concatenating outside inference mode gives an ordinary tensor that later training code may use.
         return torch.cat(pieces)
+
+    def at_frames(self, wave: Waveform, frames: int, pad_samples: int = 0) -> torch.Tensor:
+        """Hallo's reading (config ``audio_frames`` "encoder_input"): (frames, num_layers - 1, C), every layer's
+        output at the video rate, float32 on the CPU.
+
+        The clip is normalised as a whole (in float32, as Wav2Vec2FeatureExtractor's own call does), then
+        ``pad_samples`` samples of silence are appended; the CNN's features are interpolated to ``frames`` *before*
+        the feature projection and the encoder, and the layers' outputs are kept without the embeddings'
+        (hallo/datasets/audio_processor.py:104-125; hallo/models/wav2vec.py:75-77). One pass over the whole clip, as
+        theirs: no chunks."""
+        samples = _samples_at(wave, self.sample_rate)
+        if self.normalize:
+            samples = _zero_mean_unit_var(samples, np.float32)
+        samples = np.pad(samples, (0, pad_samples))
+        samples = np.pad(samples, (0, max(0, self._field - len(samples))))
+
+        def at_video_rate(module, args, output):  # the CNN's (1, C, T) -> (1, C, frames)
+            return rearrange(interpolate_to_frames(rearrange(output, "b c t -> b t c"), frames), "b t c -> b c t")
+
+        hook = self.model.feature_extractor.register_forward_hook(at_video_rate)
+        try:
+            with torch.inference_mode():
+                states = self.model(torch.from_numpy(samples).to(self.device, self.dtype)[None],
+                                    output_hidden_states=True).hidden_states
+        finally:
+            hook.remove()
+        return rearrange(torch.stack(states[1:]), "l 1 t c -> t l c").float().cpu().clone()
 
 
 def _check_wav2vec2_folder(folder: Path) -> None:
@@ -154,12 +182,13 @@ def _load_wav2vec2(folder: Path, dtype: torch.dtype):
     return model
 
 
-def _zero_mean_unit_var(samples: np.ndarray) -> np.ndarray:
-    """Whole-clip normalisation, Wav2Vec2FeatureExtractor's own, on float64 samples: its ``__call__`` would cast
-    them to float32 first, and float32 sums over a long clip make the mean and variance less exact."""
+def _zero_mean_unit_var(samples: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Whole-clip normalisation, Wav2Vec2FeatureExtractor's own, by default on float64 samples: its ``__call__``
+    casts them to float32 first (``dtype`` float32 does as it does), and float32 sums over a long clip make the mean
+    and variance less exact."""
     from transformers import Wav2Vec2FeatureExtractor  # slow import, only needed here
 
-    normalised = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm([samples.astype(np.float64)], None)[0]
+    normalised = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm([samples.astype(dtype)], None)[0]
     return normalised.astype(np.float32)
 
 

@@ -31,6 +31,9 @@ class FaceDetection:
     landmarks: np.ndarray  # (N, 2) dense landmarks (106 for insightface, 468 for mediapipe)
     regions: dict[str, np.ndarray]  # name in LANDMARK_REGIONS -> indices into landmarks
     embedding: np.ndarray | None  # (512,) L2-normalised ArcFace embedding, when available
+    # (512,) the same embedding before its normalisation, when available: Hallo's image projection reads it raw
+    # (hallo/datasets/image_processor.py:133-138)
+    raw_embedding: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -69,6 +72,7 @@ def _scale_detection(det: FaceDetection, sx: float, sy: float) -> FaceDetection:
         landmarks=points(det.landmarks),
         regions=det.regions,
         embedding=det.embedding,
+        raw_embedding=det.raw_embedding,
     )
 
 

@@ -108,6 +108,7 @@ class InsightFaceDetector:
 def _from_insightface(face) -> FaceDetection:
     landmarks = np.asarray(face.landmark_2d_106, dtype=np.float32)
     embedding = getattr(face, "normed_embedding", None)
+    raw = getattr(face, "embedding", None)
     return FaceDetection(
         bbox=np.asarray(face.bbox, dtype=np.float32).reshape(4),
         score=float(face.det_score),
@@ -115,4 +116,5 @@ def _from_insightface(face) -> FaceDetection:
         landmarks=landmarks,
         regions=layout_regions(len(landmarks)),
         embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+        raw_embedding=None if raw is None else np.asarray(raw, dtype=np.float32),
     )
