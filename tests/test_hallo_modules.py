@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 from einops import rearrange, repeat
+from safetensors.torch import load_file
 
 from portraittalk_core.audio.features import clamped_neighbour_windows, frame_windows, interpolate_to_frames
 from hallo_fixtures import BOUND, FIXTURES, WRONG, fixture, max_diff
@@ -133,3 +134,25 @@ def test_key_maps_cover_the_small_modules_at_full_size():
 def test_rename_refuses_unknown_keys():
     with pytest.raises(WeightsError, match="no rename"):
         hallo_keys.rename({"imageproj.proj.weight": None}, hallo_keys.IMAGE_PROJECTION)
+
+
+def test_audio_features_at_the_video_rate_match_hallo():
+    """Their audio path on a tiny random wav2vec2 (tools/hallo_reference.py audio: the feature extractor's
+    normalisation, padding to whole clips, CNN features interpolated before the encoder, layers 1..): our
+    ``Wav2Vec2FrontEnd`` from the same saved model, through ``encode_audio_in_whole_clips``. Measured 2.0e-6 (their
+    transformers 4.39.2, ours 5.x), held to 1e-5. Resampling the 50 Hz states afterwards instead
+    (``encode_audio``, PortraitTalk's reading) is another computation."""
+    from portraittalk_core.audio import Wav2Vec2FrontEnd, encode_audio, encode_audio_in_whole_clips
+    from portraittalk_core.io.audio import load_audio
+
+    meta = json.loads((FIXTURES / "audio_features.json").read_text())
+    found = load_file(FIXTURES / "audio_features.safetensors")
+    wave = load_audio(found["in.wave"].numpy(), source_rate=meta["sample_rate"])
+    front_end = Wav2Vec2FrontEnd(FIXTURES / "wav2vec2_tiny")
+    features = encode_audio_in_whole_clips(wave, front_end, meta["fps"], meta["clip_length"], window=2)
+    assert features.n_frames == meta["frames"] and len(features.frames) == meta["padded_frames"]
+    print("audio features max abs", max_diff(features.frames, found["out.windows"]))
+    assert max_diff(features.frames, found["out.windows"]) < BOUND
+    assert max_diff(front_end.at_frames(wave, meta["padded_frames"], (meta["padded_frames"] - meta["frames"]) * 640), found["out.audio_emb"]) < BOUND
+    resampled = encode_audio(wave, front_end, meta["fps"], window=2).frames[:, :, 1:]
+    assert max_diff(resampled, found["out.windows"][:len(resampled)]) > WRONG

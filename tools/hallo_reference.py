@@ -1733,6 +1733,67 @@ def cmd_masks(args) -> None:
           f"Hallo {commit or 'unknown'}")
 
 
+# The tiny wav2vec2 of the audio fixture: base's convolution stack (320 samples a step), 3 layers of width 16.
+AUDIO_WAV2VEC2 = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                      conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+AUDIO_SECONDS, AUDIO_FPS, AUDIO_CLIP = 0.22, 25, 4  # 6 frames, padded to 8
+
+
+def cmd_audio(args) -> None:
+    """Their audio features for a short wave on a tiny random wav2vec2, as AudioProcessor.preprocess computes them
+    (hallo/datasets/audio_processor.py:104-125: the feature extractor's whole-clip normalisation, zero padding to
+    whole clips of 640 samples a frame, their Wav2VecModel with seq_len, hidden_states[1:]), then the +-2 window
+    (scripts/inference.py:95-114). The wav file's reading (librosa) and the vocal separation are left out: the
+    samples are given at 16 kHz. Writes audio_features.safetensors/.json and the model as wav2vec2_tiny/."""
+    import math
+
+    import torch
+    import transformers
+    from einops import rearrange
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+    root = hallo_checkout()
+    inference, _ = import_hallo(root)
+    wav2vec = importlib.import_module("hallo.models.wav2vec")
+    torch.set_num_threads(1)
+    g = _generator(args.seed, "audio_features")
+    model = wav2vec.Wav2VecModel(Wav2Vec2Config(**AUDIO_WAV2VEC2))
+    _randomise(model, g)
+    model.eval()
+    rate = 16_000
+    t = torch.arange(int(AUDIO_SECONDS * rate)) / rate
+    wave = (0.3 * torch.sin(2 * math.pi * 220 * t) + 0.05 * _randn(g, len(t))).numpy().astype("float32")
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=rate, padding_value=0.0, do_normalize=True,
+                                         return_attention_mask=False)
+    # audio_processor.py:106-115, step by step
+    features = torch.from_numpy(extractor(wave, sampling_rate=rate).input_values[0]).float()
+    seq_len = math.ceil(len(features) / rate * AUDIO_FPS)
+    frames = seq_len
+    if seq_len % AUDIO_CLIP:
+        features = torch.nn.functional.pad(features, (0, (AUDIO_CLIP - seq_len % AUDIO_CLIP) * (rate // AUDIO_FPS)))
+        seq_len += AUDIO_CLIP - seq_len % AUDIO_CLIP
+    with torch.no_grad():
+        states = model(features[None], seq_len=seq_len, output_hidden_states=True).hidden_states
+    audio_emb = rearrange(torch.stack(states[1:], dim=1).squeeze(0), "b s d -> s b d")
+    windows = inference.process_audio_emb(audio_emb)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "wav2vec2_tiny", safe_serialization=True)
+    save_file({"in.wave": torch.from_numpy(wave), "out.audio_emb": audio_emb.contiguous(),
+               "out.windows": windows.contiguous()}, str(out / "audio_features.safetensors"))
+    report = {"fixture": "audio_features", "hallo_commit": hallo_commit(root), "seed": args.seed,
+              "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__, "threads": 1,
+              "wav2vec2": AUDIO_WAV2VEC2, "sample_rate": rate, "fps": AUDIO_FPS, "clip_length": AUDIO_CLIP,
+              "frames": frames, "padded_frames": seq_len,
+              "call": "audio_processor.py:106-125 (feature extractor, padding, Wav2VecModel(seq_len), "
+                      "hidden_states[1:]) and inference.py:95-114 (window)",
+              "tensors": {"in.wave": list(wave.shape), "out.audio_emb": list(audio_emb.shape),
+                          "out.windows": list(windows.shape)}}
+    (out / "audio_features.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out / 'audio_features.safetensors'}: {frames} frames padded to {seq_len}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1756,6 +1817,11 @@ def main(argv=None) -> int:
                                           "box, region masks per level) for a synthetic photo and landmarks")
     masks.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
     masks.set_defaults(run=cmd_masks)
+    audio = sub.add_parser("audio", help="write Hallo's audio features (wav2vec2 at the video rate, windows) for a "
+                                          "short wave on a tiny random wav2vec2, and that model")
+    audio.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
+    audio.add_argument("--seed", type=int, default=0, help="seed of the random weights and the wave (%(default)s)")
+    audio.set_defaults(run=cmd_audio)
     args = parser.parse_args(argv)
     try:
         args.run(args)
