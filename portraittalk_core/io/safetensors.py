@@ -42,6 +42,12 @@ def read_state_dict(path, device="cpu") -> dict[str, torch.Tensor]:
         return {k: handle.get_tensor(k).to(device) for k in handle.keys()}
 
 
+def read_shapes(path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, from the file's header alone: no tensor is read."""
+    with _open(Path(path)) as handle:
+        return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+
+
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str,
                      limit: int = 5) -> None:
     """Raise a readable WeightsError listing the first missing, unexpected and mis-shaped tensors."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..config import PortraitTalkConfig, preset
 from ..errors import InputError
 
 
@@ -13,8 +14,10 @@ class TrainSettings:
     stage: int | str                    # "vae", "decoder", "text", "base", 1, 2 or "motion"
     data: str
     out: str
-    config: str = "tiny"
-    init: str | None = None             # weights to start from (stage 2: stage 1's output; motion: stage 2's)
+    config: str | PortraitTalkConfig = "tiny"   # a preset's name, or the config itself
+    # weights to start from (stage 2: stage 1's output; motion: stage 2's); a converted file of another config
+    # warm-starts stage 1 or 2 of ``config`` (weights.warm_start)
+    init: str | None = None
     backbone: str | None = None         # backbone file or folder; none: a random one of the config's shapes
     steps: int = 1000
     batch_size: int = 4
@@ -38,6 +41,11 @@ class TrainSettings:
     lr_schedule: str = "constant"       # constant | cosine
     warmup_steps: int = 0
     extra: dict = field(default_factory=dict)
+
+
+def model_config(settings: TrainSettings) -> PortraitTalkConfig:
+    """The config of the model a run trains: ``settings.config``, a preset's name or a PortraitTalkConfig."""
+    return settings.config if isinstance(settings.config, PortraitTalkConfig) else preset(settings.config)
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:

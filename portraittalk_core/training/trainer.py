@@ -10,11 +10,16 @@ Mixed precision, gradient checkpointing and multi-device come from accelerate; E
 checkpoint (accelerate state + EMA + step) every ``checkpoint_every`` steps, resumed from the newest one;
 the loss of every step goes to ``log.jsonl``. The result is the PortraitTalk safetensors (EMA weights)
 that ``generate`` and the ComfyUI nodes load.
+
+``init`` (``--init``) is loaded as it is, config and all (``weights.load_model``), except a file converted from
+another model family whose config is not the run's: stages 1 and 2 warm-start from it (``weights.warm_start``: the
+model is built at the run's config and takes the tensors that fit; one summary line is printed and logged).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,15 +30,18 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from ..backbone import Backbone, load_backbone, random_backbone, save_backbone
-from ..config import PortraitTalkConfig, preset
+from ..config import PortraitTalkConfig
 from ..errors import InputError
 from ..io.safetensors import read_metadata
 from ..models import PortraitTalkModel
-from ..weights import load_model, save_model
+from ..weights import converted_elsewhere, load_model, plan_warm_start, save_model, warm_start
 from .data import MixedDataset, ShardDataset, StillsDataset, collate
 from .latents import vae_fingerprint
-from .settings import TrainSettings, learning_rate_at
+from .settings import TrainSettings, learning_rate_at, model_config
 from .stages import stage_for
+
+log = logging.getLogger(__name__)
+WARM_START_STAGES = (1, 2)
 
 
 class Trainer:
@@ -47,9 +55,18 @@ class Trainer:
                              "use 0 to keep the text encoder frozen, or a share above 0 (1: the UNet's rate)")
         self.stage = stage_for(settings.stage)
         self.out = Path(settings.out)
+        config: PortraitTalkConfig = model_config(settings)
+        # --init checked before any model loads: a missing file, a converted file a warm start cannot use
+        warm = settings.init is not None and converted_elsewhere(settings.init, config)
+        if warm:
+            if settings.stage not in WARM_START_STAGES:
+                raise InputError(f"--init '{settings.init}' is a converted model of another config, which only "
+                                 f"stages 1 and 2 start from (a warm start), not stage {settings.stage}",
+                                 "train stage 1 or 2 from it (--stage 1 or 2, --config the model to train), and "
+                                 f"stage {settings.stage} from their output")
+            plan_warm_start(settings.init, config)   # nothing fits: refused here
         self.accelerator = Accelerator(mixed_precision=settings.mixed_precision)
         set_seed(settings.seed)
-        config: PortraitTalkConfig = preset(settings.config)
         if backbone is None:
             backbone = load_backbone(settings.backbone) if settings.backbone else random_backbone(config, settings.seed)
         self.backbone = backbone
@@ -59,8 +76,13 @@ class Trainer:
         # A backbone of our own (random or trained here) goes into the output file; a user's SD1.5 does not.
         self.own_backbone = settings.backbone is None or str(settings.backbone).endswith(".safetensors") and \
             read_metadata(settings.backbone).get("format", "").startswith("portraittalk")
-        self.model = (load_model(settings.init, self.backbone.unet) if settings.init
+        self.model = (load_model(settings.init, self.backbone.unet) if settings.init and not warm
                       else PortraitTalkModel(config, self.backbone.unet))
+        self.warm_started = warm_start(self.model, settings.init) if warm else None
+        if self.warm_started is not None and self.accelerator.is_main_process:
+            line = self.warm_started.summary(f"'{settings.init}'")
+            print(line)
+            log.info(line)
         self.config = self.model.config
         params = self.params = self.stage.trainable_parameters(self.model, self.backbone, settings)
         params += self.stage.extra_parameters(self.backbone, config.resolution)
