@@ -5,6 +5,7 @@ modules built at full size on the meta device; their file is read with weights_o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -87,6 +88,19 @@ def test_unknown_keys_and_wrong_shapes_raise():
 
 def test_our_modules_at_their_sizes_give_their_key_list():
     assert hallo_net_shapes() == THEIRS
+
+
+def test_hallo2_net_has_hallos_keys_and_shapes():
+    """Hallo2's Net (fudan-generative-vision/hallo2, scripts/inference_long.py, configs/inference/long.yaml), built by
+    tools/hallo_reference.py keys --digest-out on its checkout, has Hallo's 2,656 keys with the same shapes
+    (docs/hallo2.md, section 1): so the conversion and its key checks take Hallo2's net.pth as they take Hallo's."""
+    hallo2 = json.loads((Path(__file__).parent / "fixtures" / "hallo" / "net2_keys_digest.json").read_text())
+    assert "hallo2" in hallo2["source"]["module"]
+    lines = "".join(f"{key}:{','.join(str(d) for d in shape)}\n" for key, shape in sorted(THEIRS.items()))
+    assert hashlib.sha256(lines.encode()).hexdigest() == hallo2["digest"]["sha256"]
+    for field in ("key_count", "parameter_count", "state_dict_numel", "groups", "dtype", "unet_additional_kwargs"):
+        assert hallo2[field] == NET[field], field
+    assert hallo2["buffer_count"] == len(NET["buffers"]) == 42
 
 
 def test_unet_keys_convert_back_to_sd15_with_diffusers_own_converter():

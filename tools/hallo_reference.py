@@ -41,6 +41,13 @@ package that is installed wins). Calling anything from a stand-in raises. Which 
   (`hallo/datasets/audio_processor.py`), `av`, `torchvision`, `moviepy`, `moviepy.editor` (`hallo/utils/util.py`).
   `masks` needs the real `cv2` and `torchvision` (and Pillow); `mediapipe` and `insightface` stay stand-ins there too,
   because `masks` hands their code the landmarks and a face list itself (see below).
+- `pydub`, `icecream`: Hallo2's `scripts/inference_long.py` only (see below).
+
+Hallo2. HALLO_PATH may also name a checkout of fudan-generative-vision/hallo2, whose `hallo/` package is Hallo's with
+`hallo/datasets/audio_processor.py` and `hallo/utils/util.py` changed (docs/hallo2.md): its `Net` lives in
+`scripts/inference_long.py` and its inference config is `configs/inference/long.yaml`, which the tool then reads in
+place of `scripts/inference.py` and `configs/inference/default.yaml` (`LAYOUTS`). Run on Hallo's checkout, every
+subcommand writes the same bytes as before Hallo2's layout was known.
 
 Subcommands:
 
@@ -50,7 +57,9 @@ Subcommands:
   (reference_unet, denoising_unet split into spatial / motion_modules / audio_modules, face_locator, imageproj,
   audioproj). `parameter_count` counts parameters; `state_dict_numel` adds the 42 persistent buffers (the motion
   modules' `pos_encoder.pe`), which `net.pth` holds too: scripts/inference.py:244-250 loads it strictly. A `.gz`
-  name writes gzip'd JSON.
+  name writes gzip'd JSON. `--digest-out FILE` also writes a small summary: the source, the counts, the groups and
+  `key_digest` of the keys (tests/fixtures/hallo/net2_keys_digest.json is Hallo2's, checked against net_keys.json by
+  tests/test_convert_hallo.py).
 - `fixtures [--out tests/fixtures/hallo] [--seed 0]`: golden fixtures for PortraitTalk's tests. Each of Hallo's small
   modules is built from their class at a tiny size, its parameters drawn from a seeded generator (their
   zero-initialised layers included, so every path reaches the output), and called in fp32 with one thread exactly as
@@ -115,7 +124,12 @@ from pathlib import Path
 
 # Packages that Hallo's files import at their top but that building the networks never uses (see the docstring).
 STUBBED = ("xformers", "cv2", "mediapipe", "insightface", "librosa", "audio_separator", "av", "torchvision",
-           "moviepy")
+           "moviepy", "pydub", "icecream")
+
+# The checkouts the tool reads: (repository, the script holding Net, the inference config it loads by default).
+# Hallo2 keeps Hallo's hallo/ package and Net class; only the script and config names differ (docs/hallo2.md).
+LAYOUTS = (("fudan-generative-vision/hallo", "scripts/inference.py", "configs/inference/default.yaml"),
+           ("fudan-generative-vision/hallo2", "scripts/inference_long.py", "configs/inference/long.yaml"))
 
 # Stable Diffusion 1.5's UNet, the values of its `unet/config.json` (runwayml/stable-diffusion-v1-5, diffusers
 # format), which both of Hallo's UNets are made from (scripts/inference.py:196-205). Keys left out there take
@@ -207,12 +221,25 @@ def hallo_checkout() -> Path:
         raise ToolError("HALLO_PATH is not set: point it at a checkout of fudan-generative-vision/hallo, "
                         "e.g. HALLO_PATH=~/hallo python tools/hallo_reference.py ...")
     root = Path(value).expanduser().resolve()
-    missing = [p for p in ("hallo/models/unet_3d.py", "scripts/inference.py", "configs/inference/default.yaml")
-               if not (root / p).is_file()]
-    if missing:
+    if checkout_layout(root) is None:  # neither Hallo's files nor Hallo2's (LAYOUTS): name Hallo's first missing one
+        missing = [p for p in ("hallo/models/unet_3d.py", "scripts/inference.py", "configs/inference/default.yaml")
+                   if not (root / p).is_file()]
         raise ToolError(f"HALLO_PATH={value} is not a Hallo checkout (no {missing[0]}); point it at the folder that "
-                        "holds hallo/ and scripts/ of fudan-generative-vision/hallo")
+                        "holds hallo/ and scripts/ of fudan-generative-vision/hallo (or hallo2)")
     return root
+
+
+def checkout_layout(root: Path):
+    """The entry of LAYOUTS whose files `root` holds (Hallo's first), or None."""
+    for layout in LAYOUTS:
+        if all((root / p).is_file() for p in ("hallo/models/unet_3d.py",) + layout[1:]):
+            return layout
+    return None
+
+
+def default_config(root: Path) -> Path:
+    """The inference config of the checkout's layout: configs/inference/default.yaml for Hallo, long.yaml for Hallo2."""
+    return root / checkout_layout(root)[2]
 
 
 def import_hallo(root: Path):
@@ -233,7 +260,7 @@ def import_hallo(root: Path):
     if _torchvision_without_c_ops():
         finder.served.append("torchvision._meta_registrations")
     sys.path.insert(0, str(root))
-    spec = importlib.util.spec_from_file_location("hallo_scripts_inference", root / "scripts" / "inference.py")
+    spec = importlib.util.spec_from_file_location("hallo_scripts_inference", root / checkout_layout(root)[1])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines Net and functions; its main runs only under __name__ == "__main__"
     return module, finder.served
@@ -333,7 +360,7 @@ def describe(net, unet_kwargs, config_path: Path, root: Path):
     buffers = sorted(k for k in keys if k not in params)
     return {
         "source": {
-            "module": "Net of scripts/inference.py (fudan-generative-vision/hallo), built on the meta "
+            "module": "Net of {1} ({0}), built on the meta ".format(*checkout_layout(root)) +
                       "device from SD 1.5's UNet config and the unet_additional_kwargs of "
                       + config_path.relative_to(root).as_posix(),
             "hallo_commit": hallo_commit(root),
@@ -363,9 +390,31 @@ def dump(report: dict) -> str:
     return text + ',\n "keys": {\n' + ",\n".join(lines) + "\n }\n}\n"
 
 
+def key_digest(keys: dict) -> str:
+    """sha256 of the sorted lines `<key>:<d0>,<d1>,...` (one per state-dict key, each ending in a newline, UTF-8)."""
+    import hashlib
+
+    lines = "".join(f"{key}:{','.join(str(d) for d in shape)}\n" for key, shape in sorted(keys.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def digest_report(report: dict) -> dict:
+    """What `keys --digest-out` writes: the key list's summary and its digest, without the list itself."""
+    return {"source": report["source"], "unet_additional_kwargs": report["unet_additional_kwargs"],
+            "key_count": report["key_count"], "parameter_count": report["parameter_count"],
+            "state_dict_numel": report["state_dict_numel"], "buffer_count": len(report["buffers"]),
+            "groups": report["groups"], "dtype": report["dtype"],
+            "digest": {"sha256": key_digest(report["keys"]),
+                       "of": "the sorted lines '<key>:<d0>,<d1>,...', one per state-dict key, each ending in a "
+                             "newline, UTF-8 (tools/hallo_reference.py key_digest)"}}
+
+
 def cmd_keys(args) -> None:
     root = hallo_checkout()
-    config_path = (root / args.config) if not Path(args.config).is_absolute() else Path(args.config)
+    if args.config is None:
+        config_path = default_config(root)
+    else:
+        config_path = (root / args.config) if not Path(args.config).is_absolute() else Path(args.config)
     if not config_path.is_file():
         raise ToolError(f"no config {config_path}")
     inference, served = import_hallo(root)
@@ -378,13 +427,18 @@ def cmd_keys(args) -> None:
         out.write_bytes(gzip.compress(text.encode(), mtime=0))
     else:
         out.write_text(text)
+    if args.digest_out:
+        digest_out = Path(args.digest_out)
+        digest_out.parent.mkdir(parents=True, exist_ok=True)
+        digest_out.write_text(json.dumps(digest_report(report), indent=1) + "\n")
     print(f"{report['key_count']} keys, {report['parameter_count']:,} parameters "
           f"({report['state_dict_numel']:,} numbers in the state dict, {len(report['buffers'])} buffers), "
           f"dtype {report['dtype']}")
     print(f"stand-in modules served: {', '.join(sorted(served)) or 'none'}")
     for name, g in report["groups"].items():
         print(f"  {name:32s} {g['keys']:5d} keys {g['numel']:>15,d}")
-    print(f"wrote {out}")
+    digest = f" and {args.digest_out} (sha256 {key_digest(report['keys'])})" if args.digest_out else ""
+    print(f"wrote {out}{digest}")
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------------
@@ -875,7 +929,7 @@ class _StopPipeline(Exception):
 def _calls_config(root: Path):
     from omegaconf import OmegaConf
 
-    return OmegaConf.load(root / "configs" / "inference" / "default.yaml")
+    return OmegaConf.load(default_config(root))
 
 
 def _calls_net(inference, config, state=None, seed=0):
@@ -1657,7 +1711,7 @@ def cmd_masks(args) -> None:
 
     processor_module = sys.modules["hallo.datasets.image_processor"]
     util = sys.modules["hallo.utils.util"]
-    ratio = float(OmegaConf.load(root / "configs" / "inference" / "default.yaml").face_expand_ratio)
+    ratio = float(OmegaConf.load(default_config(root)).face_expand_ratio)
     commit = hallo_commit(root)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1800,9 +1854,12 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     keys = sub.add_parser("keys", help="write every state-dict key of Hallo's Net with its shape")
     keys.add_argument("--out", required=True, help="JSON file to write (.gz: gzip'd)")
-    keys.add_argument("--config", default="configs/inference/default.yaml",
-                      help="Hallo config whose unet_additional_kwargs to use, relative to HALLO_PATH "
-                           "(default: %(default)s, as scripts/inference.py)")
+    keys.add_argument("--config", default=None,
+                      help="Hallo config whose unet_additional_kwargs to use, relative to HALLO_PATH (default: "
+                           "configs/inference/default.yaml, as scripts/inference.py; for Hallo2 "
+                           "configs/inference/long.yaml, as scripts/inference_long.py)")
+    keys.add_argument("--digest-out", default=None,
+                      help="also write the counts and a sha256 of the sorted key:shape lines to this JSON file")
     keys.set_defaults(run=cmd_keys)
     fixtures = sub.add_parser("fixtures", help="write golden fixtures of Hallo's small modules (tiny, seeded, fp32)")
     fixtures.add_argument("--out", default="tests/fixtures/hallo", help="folder to write (default: %(default)s)")
