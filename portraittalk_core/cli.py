@@ -196,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     hallo.add_argument("--net", required=True, type=Path, help="Hallo's net.pth (their Hugging Face repository, "
                                                               "hallo/net.pth)")
     hallo.add_argument("--out", required=True, type=Path, help="folder for the two .safetensors files")
-    hallo.add_argument("--config", default="hallo", choices=("hallo", "hallo_tiny"),
-                       help="the Net's size: hallo (theirs, SD1.5) or hallo_tiny (the test fixtures')")
+    hallo.add_argument("--config", default="hallo", choices=("hallo", "hallo2", "hallo_tiny"),
+                       help="how the converted model runs: hallo (Hallo's inference), hallo2 (Hallo2's net.pth, the "
+                            "same Net, in its long mode), hallo_tiny (the test fixtures' size)")
     hallo.add_argument("--overwrite", action="store_true", help="replace converted files already in --out")
 
     bench = sub.add_parser("bench", help="time and memory per stage, against plain AnimateDiff",

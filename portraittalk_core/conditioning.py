@@ -49,7 +49,7 @@ def prepare_audio(source, front_end, config: PortraitTalkConfig, fps: float, cli
     wave = load_checked_audio(source, fps)
     if config.audio_frames == "encoder_input":
         features = audio_io.encode_audio_in_whole_clips(wave, front_end, fps, clip_frames or config.clip_frames,
-                                                        window=config.audio_window)
+                                                        config.audio_window, config.audio_segment_seconds)
     else:
         features = audio_io.encode_audio(wave, front_end, fps, window=config.audio_window)
     check_audio_features(features, config)

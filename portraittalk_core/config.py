@@ -94,6 +94,12 @@ class PortraitTalkConfig:
     # audio/features.frame_windows) or "encoder_input" (Hallo: the CNN features interpolated to the frame count
     # before the encoder, layers 1.. only, the audio padded with silence to whole clips: audio_processor.py:104-125).
     audio_frames: str = "resampled"
+    # "encoder_input" audio read in pieces of this many seconds, each encoded on its own (Hallo2's long mode,
+    # use_cut: hallo2 scripts/inference_long.py:228-253); 0: the whole audio in one pass.
+    audio_segment_seconds: float = 0.0
+    # Hallo2's long mode (use_mask, mask_rate: inference_long.py:404-418): this share of the motion frames' pixels
+    # outside the face box is zeroed before the reference pass, drawn once a clip before its noise; 0: none.
+    motion_frame_drop: float = 0.0
     # What the photo gives the model: "aligned_face" (an aligned face crop, its normalised embedding and structure
     # maps: face/) or "hallo" (the whole photo resized, the raw ArcFace embedding, the face box for the structure
     # encoder and the full/face/lip region masks from mediapipe landmarks: face/hallo_regions.py).
@@ -291,10 +297,17 @@ def hallo_tiny() -> PortraitTalkConfig:
         face_encoder="arcface", structure_channels=(8, 8, 16, 16), structure_input_channels=3, **_HALLO_OPTIONS)
 
 
+def hallo2() -> PortraitTalkConfig:
+    """Hallo2 (fudan-generative-vision/hallo2; docs/hallo2.md): Hallo's Net, key for key, run in its long mode: the
+    audio read in 60 s pieces and a quarter of the motion frames' pixels outside the face dropped
+    (configs/inference/long.yaml:20-22)."""
+    return hallo().replace(name="hallo2", audio_segment_seconds=60.0, motion_frame_drop=0.25)
+
+
 PRESETS = {"sd15": sd15, "tiny": tiny, "demo": demo}
 # Hallo's presets build the networks (models/) but no host drives them yet (issue 26, step 4): they join PRESETS,
 # and with it the command's and nodes' lists, once the hosts do.
-HALLO_PRESETS = {"hallo": hallo, "hallo_tiny": hallo_tiny}
+HALLO_PRESETS = {"hallo": hallo, "hallo2": hallo2, "hallo_tiny": hallo_tiny}
 
 
 def preset(name: str) -> PortraitTalkConfig:

@@ -331,7 +331,8 @@ class PortraitTalkPipeline:
         masks = {region: [repeat(mask.to(self.device, self.dtype), "1 n -> (v f) n", v=2, f=clip_frames)
                           for mask in levels] for region, levels in inputs.masks.items()}
         return dict(face_tokens=face_tokens, structure=torch.cat([torch.zeros_like(structure), structure]),
-                    masks=masks, pixels=inputs.pixels.to(self.device, self.dtype))
+                    masks=masks, pixels=inputs.pixels.to(self.device, self.dtype),
+                    face_box=inputs.face_box.to(self.device, self.dtype))
 
     @torch.inference_mode()
     def motion_pixels(self, latents: torch.Tensor) -> torch.Tensor:
@@ -416,11 +417,13 @@ class PortraitTalkPipeline:
                 on_progress(done, total_steps)
 
         def denoise(clip: Clip, previous: torch.Tensor | None) -> torch.Tensor:
-            noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
-                                generator=generator).to(self.device, self.dtype)
             with timer("reference"):
                 motion = (cond["pixels"].expand(settings.motion_frames, -1, -1, -1) if previous is None
                           else self.motion_pixels(previous))
+                if config.motion_frame_drop:  # drawn before the clip's noise, as Hallo2 draws it
+                    motion = dropped_outside_face(motion, cond["face_box"], config.motion_frame_drop, generator)
+            noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
+                                generator=generator).to(self.device, self.dtype)
             with timer("denoise"):
                 latents = self.denoise_hallo_clip(clip, noise, motion, cond, features.frames, settings.audio_scale,
                                                   scheduler, settings.steps, on_step, cancel)
@@ -554,6 +557,14 @@ class PortraitTalkPipeline:
             bar.close()
         path = writer.path if writer is not None else None
         return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
+
+
+def dropped_outside_face(motion: torch.Tensor, face_box: torch.Tensor, rate: float, generator) -> torch.Tensor:
+    """Motion frames (n, 3, H, W) with one random share ``rate`` of their pixels zeroed outside the face box
+    (``face_box``'s non-zero pixels; one draw for all frames and channels): Hallo2's long mode, which trains and
+    runs its motion modules on such frames (hallo2 scripts/inference_long.py:404-418)."""
+    kept = torch.rand(motion.shape[-2:], generator=generator).to(motion.device) > rate
+    return motion * (kept | face_box[0].bool())
 
 
 def _is_path(value) -> bool:

@@ -143,3 +143,62 @@ def test_generate_command_on_random_hallo_weights(reference_path, tmp_path, caps
                  str(speech), "--out", str(tmp_path / "no.mp4"), "--prompt", "red hair"]) == 2
     assert "a prompt does not apply" in capsys.readouterr().err
     assert not (tmp_path / "no.mp4").exists()
+
+
+# -- Hallo2's long mode (config hallo2: docs/hallo2.md) ------------------------------------------------------------
+def test_hallo2_is_hallos_net_in_its_long_mode():
+    from portraittalk_core.config import hallo, hallo2
+    from portraittalk_core.convert.hallo import hallo_net_shapes
+
+    assert hallo_net_shapes(hallo2()) == hallo_net_shapes(hallo())      # convert hallo takes their net.pth as is
+    assert hallo2().replace(name="hallo", audio_segment_seconds=0.0, motion_frame_drop=0.0) == hallo()
+
+
+def test_motion_frames_drop_a_share_of_pixels_outside_the_face_only():
+    from portraittalk_core.pipeline import dropped_outside_face
+
+    motion = torch.rand(2, 3, 64, 64) * 2 - 1
+    face_box = torch.zeros(1, 3, 64, 64)
+    face_box[..., 16:48, 20:40] = 1.0
+    dropped = dropped_outside_face(motion, face_box, 0.25, torch.Generator().manual_seed(0))
+    inside = face_box[0, 0].bool()
+    assert torch.equal(dropped[..., inside], motion[..., inside])
+    zeroed = (dropped[..., ~inside] == 0).all(dim=(0, 1))                 # the same pixels in every frame and channel
+    assert (dropped[..., ~inside] == 0).float().mean() == zeroed.float().mean()
+    assert 0.2 < zeroed.float().mean() < 0.3
+    again = dropped_outside_face(motion, face_box, 0.25, torch.Generator().manual_seed(0))
+    assert torch.equal(dropped, again)
+
+
+def test_long_audio_in_pieces_each_encoded_on_its_own():
+    """Config audio_segment_seconds: each piece normalised and encoded alone, only the last padded, the windows
+    across the joins; the frame count is the audio's either way."""
+    from portraittalk_core.audio import Wav2Vec2FrontEnd, encode_audio_in_whole_clips
+    from portraittalk_core.audio.features import clamped_neighbour_windows
+    from portraittalk_core.io.audio import Waveform
+
+    front_end = Wav2Vec2FrontEnd(Path(__file__).parent / "fixtures" / "hallo" / "wav2vec2_tiny")
+    samples = (tone(0.5) + 0.01 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    wave = Waveform(samples, 16_000)
+    whole = encode_audio_in_whole_clips(wave, front_end, FPS, 4)
+    pieces = encode_audio_in_whole_clips(wave, front_end, FPS, 4, segment_seconds=0.2)
+    assert whole.n_frames == pieces.n_frames == 13 and len(whole.frames) == len(pieces.frames) == 16
+    first = front_end.at_frames(Waveform(samples[:5 * 640], 16_000), 5)
+    last = front_end.at_frames(Waveform(samples[10 * 640:], 16_000), 6, 3 * 640)
+    assert torch.equal(pieces.frames[2:3, 2], first[2:3]) and torch.equal(pieces.frames[12:, 2], last[2:])
+    assert torch.equal(pieces.frames[4, 4], pieces.frames[6, 2])        # a window runs across the join at frame 5
+    assert not torch.allclose(whole.frames, pieces.frames)
+    assert torch.equal(clamped_neighbour_windows(pieces.frames[:, 2], 2), pieces.frames)
+    assert torch.equal(encode_audio_in_whole_clips(wave, front_end, FPS, 4, segment_seconds=1.0).frames, whole.frames)
+
+
+def test_hallo2_long_mode_runs(converted, reference_path):
+    from portraittalk_core.config import hallo2
+
+    pipe = pipeline(converted)
+    pipe.config = pipe.model.config = pipe.config.replace(audio_segment_seconds=0.16, motion_frame_drop=0.25)
+    frames = []
+    result = pipe([reference_path], (tone(SECONDS), 16_000), None, GenerationSettings(steps=1), progress=False,
+                  on_frames=frames.append)
+    assert result.frames == sum(len(f) for f in frames) == math.ceil(SECONDS * FPS)
+    assert hallo2().motion_frame_drop == 0.25 and hallo2().audio_segment_seconds == 60.0

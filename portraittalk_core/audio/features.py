@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import AudioError, InputError
-from ..io.audio import Waveform, _is_number
+from ..io.audio import Waveform, _is_number, _samples_at
 
 
 def frame_count(duration: float, fps: float) -> int:
@@ -187,16 +187,33 @@ def encode_audio(wave: Waveform, front_end, fps: float, window: int = 2) -> Audi
     return AudioFeatures(frames, float(fps), n_frames, wave.duration, front_end.name)
 
 
-def encode_audio_in_whole_clips(wave: Waveform, front_end, fps: float, clip_frames: int, window: int = 2
-                                ) -> AudioFeatures:
+def encode_audio_in_whole_clips(wave: Waveform, front_end, fps: float, clip_frames: int, window: int = 2,
+                                segment_seconds: float = 0.0) -> AudioFeatures:
     """Hallo's audio features (config ``audio_frames`` "encoder_input"): ``front_end.at_frames`` over the audio
     padded with silence to whole clips of ``clip_frames`` (sample_rate // fps samples a frame), then a clamped
     window over the whole padded track (hallo/datasets/audio_processor.py:108-115; scripts/inference.py:95-114).
-    ``frames`` has a row for every padded frame; ``n_frames`` counts the audio's own."""
+    ``frames`` has a row for every padded frame; ``n_frames`` counts the audio's own.
+
+    ``segment_seconds`` > 0 (config ``audio_segment_seconds``, Hallo2's long mode): the audio is read in pieces of
+    that length, each normalised and encoded on its own, only the last one padded, the window running across the
+    joins (hallo2 scripts/inference_long.py:141-161,228-253). Pieces here are cut on frame boundaries and the padding
+    counts every piece's frames, so no frame is lost or added (theirs can, past the first piece: docs/hallo2.md)."""
     n_frames = frame_count(wave.duration, fps)
     padded = math.ceil(n_frames / clip_frames) * clip_frames
-    silence = (padded - n_frames) * int(front_end.sample_rate // fps)
-    hidden = front_end.at_frames(wave, padded, silence)
+    frame_samples = int(front_end.sample_rate // fps)
+    if segment_seconds <= 0 or wave.duration <= segment_seconds:
+        hidden = front_end.at_frames(wave, padded, (padded - n_frames) * frame_samples)
+    else:
+        samples, rate = _samples_at(wave, front_end.sample_rate), front_end.sample_rate
+        piece_frames = max(1, round(segment_seconds * fps))
+        pieces = []
+        for first in range(0, n_frames, piece_frames):
+            frames = min(piece_frames, n_frames - first)
+            last = first + frames == n_frames
+            piece = Waveform(samples[first * frame_samples:(first + frames) * frame_samples], rate)
+            pad = padded - n_frames if last else 0
+            pieces.append(front_end.at_frames(piece, frames + pad, pad * frame_samples))
+        hidden = torch.cat(pieces)
     return AudioFeatures(clamped_neighbour_windows(hidden, window), float(fps), n_frames, wave.duration,
                          front_end.name)
 
