@@ -773,3 +773,88 @@ def test_a_4x_vae_backbone_runs_end_to_end(comfy):
     from portraittalk_core.io.video import probe_video
     info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
     assert info.frames == 8 and info.width == 64
+
+
+# -- Hallo's Net in the ComfyUI host (issue 26) ---------------------------------------------------------------------
+UNET_CALL_BOUND = 1e-4   # one row of one UNet call, float32 rounding (tests/test_hallo_host.py)
+GUIDANCE = 3.5
+
+
+def hallo_in_comfyui(tmp_path) -> dict:
+    """tests/comfyui_hallo_script.py's measurements, on their tiny Net converted with `portraittalk convert hallo`."""
+    from portraittalk_core.config import hallo_tiny
+    from portraittalk_core.convert.hallo import convert_hallo
+
+    convert_hallo(ROOT / "tests" / "fixtures" / "hallo" / "tiny_net.pth", tmp_path, hallo_tiny())
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    done = subprocess.run([python, str(ROOT / "tests" / "comfyui_hallo_script.py"), COMFYUI, str(ROOT),
+                           str(tmp_path)], cwd=COMFYUI, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ddim_coefficients(a_in: float, a_out: float) -> tuple[float, float]:
+    """DDIM with eta 0 on a v prediction, x' = c_x x + c_v v, from alphas_cumprod at the step's two timesteps. ComfyUI's
+    euler step in sigma space is the same step with a = 1 / (1 + sigma^2) (its "ddim" is euler)."""
+    c_x = (a_in * a_out) ** 0.5 + ((1 - a_in) * (1 - a_out)) ** 0.5
+    c_v = (a_in * (1 - a_out)) ** 0.5 - (a_out * (1 - a_in)) ** 0.5
+    return c_x, c_v
+
+
+def test_hallo_in_comfyui_reproduces_their_unet_call_and_two_steps(tmp_path):
+    """Their tiny Net converted, its UNet loaded by ComfyUI's stock UNet loader and patched by the ComfyUI host
+    (tests/comfyui_hallo_script.py runs it, under COMFYUI_PYTHON).
+
+    unet_call, their conditioning, one step of ComfyUI's CFG guider: the raw rows within 1e-4, the guided output
+    within (2 * 3.5 - 1) * 1e-4, as in the diffusers host (tests/test_hallo_host.py). Measured (torch 2.13 CPU,
+    one thread): uncond 6.0e-5, cond 5.0e-5, guided 2.3e-4.
+
+    The schedule: v-prediction with zsnr, the "simple" scheduler's 40 timesteps equal their trailing ones, the
+    alphas_cumprod theirs (5e-7 relative up to t = 900, 1.9e-5 at t = 998, where their float32 zero-SNR rescale
+    subtracts nearly equal numbers) but the last: ComfyUI's zsnr keeps it at 4.9e-8, not 0 (comfy/model_sampling.py),
+    so sigma_max is 4518.8.
+
+    two_steps, the host's own conditioning from the raw inputs, two steps of the CFG guider and "ddim" (euler) from
+    their noise. A step is x' = c_x x + c_v v in diffusers' latents (ddim_coefficients), ComfyUI's coefficients c'
+    from its sigmas, theirs c from their alphas_cumprod, so the latents' error after a step is at most
+    |c_x'| (the error it was given) + |c_x' - c_x| max|x| + |c_v' - c_v| max|v| + |c_v'| (guided bound)
+    plus ComfyUI's float32 rounding in sigma space (4 ulps of x there, brought back: 4 eps max|x| sigma_in /
+    sigma_out). The clamp makes c_v' - c_v = sqrt(4.9e-8) = 2.2e-4 at the first step, which moves the latents by up
+    to 2.2e-4 max|v| (4.7): about 1.0e-3, where the diffusers host is within 1e-5.
+    The guided bound is the call's, 6e-4, plus what our side alone changes (measured: the same host with their
+    conditioning at their latents, the second step teacher-forced from their first step's latents): the float16
+    bank's straddles (4.4e-4 at step 0) and, at step 1, the shifted latents (5.0e-3). With their conditioning and
+    latents the second step is their computation: guided 2.0e-4 within 6e-4, latents 1.3e-6.
+    Measured: step 0 guided 5.0e-4, latents 1.05e-3 (bound 1.10e-3); step 1 guided 5.0e-3, latents 1.04e-3 (bound
+    1.09e-3)."""
+    report = hallo_in_comfyui(tmp_path)
+    print(json.dumps(report))
+    assert "reads no prompt" in report["refused"]   # by PortraitTalk's own Sampler and Apply
+    call = report["unet_call"]
+    assert call["timestep"] == 999 and call["v_prediction"] and call["zsnr"]
+    assert call["uncond"] < UNET_CALL_BOUND and call["cond"] < UNET_CALL_BOUND
+    guided_bound = (2 * GUIDANCE - 1) * UNET_CALL_BOUND
+    assert call["guided"] < guided_bound
+
+    schedule = report["schedule"]
+    assert schedule["timesteps"] == schedule["their_timesteps"]
+    assert schedule["alphas_max_rel"] < 1e-4
+    assert schedule["their_last_alpha"] == 0 and abs(schedule["last_alpha"] - 4.8973e-8) < 1e-12
+
+    eps = float(np.finfo(np.float32).eps)
+    given = 0.0   # the latents' error entering the step
+    for i, step in enumerate(report["two_steps"]):
+        assert step["timestep"] == schedule["their_timesteps"][i]
+        assert step["guided_their_conditioning"] < guided_bound, i
+        assert step["guided"] < guided_bound + step["own_effect"], i
+        ours = ddim_coefficients(1 / (1 + step["sigma_in"] ** 2), 1 / (1 + step["sigma_out"] ** 2))
+        theirs = ddim_coefficients(step["a_in"], step["a_out"])
+        rounding = 4 * eps * step["max_latents_in"] * step["sigma_in"] / step["sigma_out"]
+        one_step = (abs(ours[0] - theirs[0]) * step["max_latents_in"] + abs(ours[1] - theirs[1]) * step["max_guided"]
+                    + rounding)
+        bound = abs(ours[0]) * given + one_step + abs(ours[1]) * (guided_bound + step["own_effect"])
+        print(f"step {i}: guided {step['guided']:.2e}, latents {step['latents']:.2e} (bound {bound:.2e})")
+        assert step["latents"] < bound, i
+        if i == 1:   # from their first step's latents, with their conditioning
+            assert step["latents_their_start"] < one_step + abs(ours[1]) * guided_bound
+        given = step["latents"]

@@ -2,10 +2,12 @@
 Imports ComfyUI: only the nodes (and ComfyUI tests) import this module.
 
 The MODEL is cloned and patched natively, so LoRAs and other patches upstream still apply:
-- identity and audio attention: attention replace patches (patches.py);
-- temporal modules: AnimateDiff modules injected into the UNet's blocks at load time and ejected after,
-  as AnimateDiff-Evolved does, run through a ``forward_timestep_embed`` patch; the frames are the batch;
-- structure guidance: an input-block patch adding the structure residual after ``conv_in``.
+- identity and audio attention: attention patches (patches.py);
+- temporal modules (and Hallo's region audio blocks, before them): injected into the UNet's blocks at load time and
+  ejected after, as AnimateDiff-Evolved does, run through ``forward_timestep_embed`` patches (layers.py); the frames
+  are the batch;
+- structure guidance: an input-block patch adding the structure residual after ``conv_in`` (layers.py);
+- the model config's noise schedule, where it has one: the MODEL's ``model_sampling`` (model_sampling.py).
 Per-run data travels in ``transformer_options["portraittalk"]`` (a ``ComfyRun``).
 """
 
@@ -14,45 +16,13 @@ from __future__ import annotations
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
 from comfy.patcher_extension import PatcherInjection
-from einops import repeat
 from torch import nn
 
 from ..errors import InputError
-from .blocks import layers_per_block, ldm_block
-from .patches import ComfyRun, attention_patches
-
-KEY = "portraittalk"
-
-
-class TemporalLayer(nn.Module):
-    """An AnimateDiff temporal module inside a ComfyUI block; ``motion_scale`` blends it in."""
-
-    def __init__(self, module: nn.Module, motion_scale: float):
-        super().__init__()
-        self.module, self.motion_scale = module, motion_scale
-
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        out = self.module(x, num_frames=frames)
-        return out if self.motion_scale == 1.0 else x + self.motion_scale * (out - x)
-
-
-def _temporal_handler(layer, x, emb, context, transformer_options, *unused):
-    chunks = len(transformer_options.get("cond_or_uncond", [0])) or 1
-    return layer(x, x.shape[0] // chunks)
-
-
-def motion_placements(animate_net) -> list[tuple[str, int, nn.Module]]:
-    """(ComfyUI block, id, module): where each diffusers motion module sits in the LDM block layout."""
-    unet = animate_net.unet
-    per_level = layers_per_block(unet)
-    placements = []
-    for i, block in enumerate(unet.down_blocks):
-        placements += [(*ldm_block("down_blocks", i, j, per_level), m) for j, m in enumerate(block.motion_modules)]
-    if hasattr(unet.mid_block, "motion_modules"):
-        placements += [(*ldm_block("mid_block", 0, 0, per_level), m) for m in unet.mid_block.motion_modules]
-    for i, block in enumerate(unet.up_blocks):
-        placements += [(*ldm_block("up_blocks", i, j, per_level), m) for j, m in enumerate(block.motion_modules)]
-    return placements
+from .layers import (RegionAudioLayer, StructurePatch, TemporalLayer, block_layers, region_audio_handler,
+                     temporal_handler)
+from .model_sampling import schedule_sampling
+from .patches import KEY, ComfyRun, attention_patches, bank_tokens_patch
 
 
 def _block(diffusion_model, kind: str, number: int):
@@ -69,47 +39,24 @@ def _insert_position(block, kind: str) -> int:
     return ups[0] if ups else len(block)
 
 
-def motion_injection(animate_net, motion_scale: float) -> PatcherInjection:
-    placements = motion_placements(animate_net)
+def block_injection(placed: list[tuple[str, int, nn.Module]]) -> PatcherInjection:
+    """Puts the ``block_layers`` into the UNet when ComfyUI loads the patched MODEL and takes them out after."""
 
     def inject(patcher):
         unet = patcher.model.diffusion_model
-        for kind, number, module in placements:
+        for kind, number, layer in placed:  # in running order: each goes after the ones placed before it
             block = _block(unet, kind, number)
-            block.insert(_insert_position(block, kind), TemporalLayer(module.to(patcher.load_device), motion_scale))
+            block.insert(_insert_position(block, kind), layer.to(patcher.load_device))
 
     def eject(patcher):
         unet = patcher.model.diffusion_model
-        for kind, number, _ in placements:
+        for kind, number, _ in placed:
             block = _block(unet, kind, number)
             for index in reversed(range(len(block))):
-                if isinstance(block[index], TemporalLayer):
+                if isinstance(block[index], (TemporalLayer, RegionAudioLayer)):
                     del block[index]
 
     return PatcherInjection(inject=inject, eject=eject)
-
-
-class StructurePatch:
-    """Input-block patch: adds the structure residual to the output of ``conv_in`` (input block 0). The residual is
-    one for every frame (1, C0, h, w) or one a frame of the clip (F, C0, h, w; head motion), which the sampler sets
-    before each clip: the batch holds the clip's frames once for each guidance branch."""
-
-    def __init__(self, residual: torch.Tensor):
-        self.residual = residual
-
-    def __call__(self, h, transformer_options):
-        if transformer_options.get("block") != ("input", 0):
-            return h
-        if self.residual.shape[-2:] != h.shape[-2:]:
-            raise InputError(f"the structure maps are for {tuple(self.residual.shape[-2:])} latents but the sampler's are "
-                             f"{tuple(h.shape[-2:])}", "use the same resolution in Load Identity Refs and the sampler")
-        residual = self.residual.to(h.device, h.dtype)
-        if residual.shape[0] == 1:
-            return h + residual.expand(h.shape[0], -1, -1, -1)
-        return h + repeat(residual, "f ... -> (n f) ...", n=h.shape[0] // residual.shape[0])
-
-    def __deepcopy__(self, memo):
-        return self
 
 
 def check_model_family(model, config) -> None:
@@ -127,17 +74,28 @@ def check_model_family(model, config) -> None:
                          "PortraitTalk weights")
 
 
-def patch_model(model, animate_net, run: ComfyRun, structure: StructurePatch | None, motion_scale: float = 1.0):
-    """A clone of ``model`` with PortraitTalk's attention, temporal and structure modules patched in."""
+def patch_model(model, animate_net, run: ComfyRun, structure: StructurePatch | None, motion_scale: float = 1.0,
+                schedule: dict | None = None):
+    """A clone of ``model`` with PortraitTalk's attention, temporal, audio and structure modules patched in, each as
+    the modules of ``animate_net`` were built for its config, and sampled on ``schedule`` (the config's, diffusers
+    scheduler keys) where it has one."""
     patched = model.clone()
     for (kind, block, number, index), patch in attention_patches(animate_net).items():
         setter = patched.set_model_attn1_replace if kind == "attn1" else patched.set_model_attn2_replace
         setter(patch, block, number, index)
+    bank_tokens = bank_tokens_patch(animate_net)
+    if bank_tokens is not None:
+        patched.set_model_attn1_patch(bank_tokens)
     patched.model_options["transformer_options"][KEY] = run
     if structure is not None:
         patched.set_model_input_block_patch(structure)
-    patched.set_injections(KEY, [motion_injection(animate_net, motion_scale)])
-    patched.set_model_forward_timestep_embed_patch((TemporalLayer, _temporal_handler))
+    placed = block_layers(animate_net, motion_scale)
+    patched.set_injections(KEY, [block_injection(placed)])
+    patched.set_model_forward_timestep_embed_patch((TemporalLayer, temporal_handler))
+    if any(isinstance(layer, RegionAudioLayer) for _, _, layer in placed):
+        patched.set_model_forward_timestep_embed_patch((RegionAudioLayer, region_audio_handler))
+    if schedule:
+        patched.add_object_patch("model_sampling", schedule_sampling(model, schedule))
     return patched
 
 

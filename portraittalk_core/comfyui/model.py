@@ -1,5 +1,6 @@
 """The user's MODEL made ready for one generation: identity tokens and the reference bank computed once, the
-patched clone, the references in the VAE's latents and the structure patch. Imports ComfyUI."""
+patched clone, the references in the VAE's latents and the structure patch; for a Hallo-layout model (docs/hallo.md)
+the photo's conditioning once and the reference pass and audio tokens clip by clip. Imports ComfyUI."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import comfy.model_management
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
+from ..errors import InputError
 from ..generation.settings import GenerationSettings, resolved
-from .host import StructurePatch, check_model_family, patch_model, structure_residual
+from .hallo import face_conditioning, face_tokens, hallo_run, reference_pass, structure_patch
+from .host import check_model_family, patch_model, structure_residual
+from .layers import StructurePatch
 from .patches import Branch, ComfyRun
 from .region import region_latents
 
@@ -29,13 +33,14 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
                           structure_strength: float) -> PatchedModel:
     """``model`` patched with the PortraitTalk modules of ``portraittalk`` (a loaded bundle, comfyui/bundle.py),
     conditioned on ``refs`` (conditioning.References) read with the ``positive`` prompt."""
-    net, config = portraittalk.model, portraittalk.config
-    check_model_family(model, config)
-    dtype = model.model_dtype()  # PortraitTalk's modules compute inside the UNet, in its dtype
-    if next(net.parameters()).dtype != dtype:
-        net.to(dtype)
-    comfy.model_management.load_models_gpu([portraittalk.patcher])
-    device = portraittalk.patcher.load_device
+    if portraittalk.config.context == "identity":
+        raise InputError(f"'{portraittalk.name}' reads no prompt: it is conditioned on the photo's face tokens, "
+                         "regions and motion frames (a Hallo-layout model, docs/hallo.md), which PortraitTalk "
+                         "Sampler and Apply PortraitTalk do not make",
+                         "load PortraitTalk weights made for a prompt (the sd15, tiny or demo configs) in PortraitTalk "
+                         "Loader; Hallo's converted weights have no ComfyUI graph yet")
+    net = portraittalk.model
+    device, dtype = _loaded(model, portraittalk)
     latent_format = model.get_model_object("latent_format")
     with torch.inference_mode():
         encoded = vae.encode((refs.pixels.permute(0, 2, 3, 1) + 1) / 2)   # the VAE's own latents, as samplers take
@@ -50,9 +55,63 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
     if structure_strength:
         structure = StructurePatch(structure_strength * structure_residual(net.animate_net, refs.structure, device,
                                                                            dtype))
-    patched = patch_model(model, net.animate_net, run, structure, motion_scale)
+    patched = patch_model(model, net.animate_net, run, structure, motion_scale, portraittalk.config.schedule)
     patched.set_additional_models("portraittalk", [portraittalk.patcher])
     return PatchedModel(patched, run, device, dtype, encoded, structure)
+
+
+def _loaded(model, portraittalk) -> tuple[torch.device, torch.dtype]:
+    """PortraitTalk's modules on their device, in the MODEL's dtype (they compute inside its UNet): (device, dtype)."""
+    net = portraittalk.model
+    check_model_family(model, portraittalk.config)
+    dtype = model.model_dtype()
+    if next(net.parameters()).dtype != dtype:
+        net.to(dtype)
+    comfy.model_management.load_models_gpu([portraittalk.patcher])
+    return portraittalk.patcher.load_device, dtype
+
+
+class HalloModel(NamedTuple):
+    model: object      # the patched clone of the user's MODEL (a ModelPatcher)
+    run: ComfyRun      # set_hallo_clip sets its bank, motion prefix and audio tokens before each clip
+    positive: list     # CONDITIONING: the photo's face tokens
+    negative: list     # CONDITIONING: the face tokens of a zero embedding
+    tokens: torch.Tensor   # (2, K, D): [negative; positive], the reference pass's contexts
+    device: torch.device
+    dtype: torch.dtype
+
+
+def prepare_hallo_model(model, portraittalk, embedding: torch.Tensor, face_box: torch.Tensor,
+                        masks: dict[str, list[torch.Tensor]], motion_scale: float = 1.0) -> HalloModel:
+    """``model`` (Hallo's denoiser: hallo_unet.safetensors through a UNet loader) patched with a Hallo-layout
+    PortraitTalk model (``portraittalk``, a bundle: the converted portraittalk_hallo.safetensors) for one photo: its
+    raw face ``embedding`` (1, E), the face locator's input ``face_box`` (1, 3, R, R) in [0, 1] and its region
+    ``masks`` (region -> one (1, h*w) mask a UNet level). Sample it with ComfyUI's CFG guider on ``positive`` and
+    ``negative`` at the model's guidance (config ``audio_scale``), after ``set_hallo_clip``."""
+    net = portraittalk.model
+    device, dtype = _loaded(model, portraittalk)
+    with torch.inference_mode():
+        tokens = face_tokens(net, embedding.to(device, dtype))
+        residual = net.animate_net.structure_encoder(face_box.to(device, dtype))
+    run = hallo_run({}, {}, {region: [mask.to(device, dtype) for mask in levels] for region, levels in masks.items()},
+                    base_attention=optimized_attention)
+    patched = patch_model(model, net.animate_net, run, structure_patch(residual), motion_scale,
+                          portraittalk.config.schedule)
+    patched.set_additional_models("portraittalk", [portraittalk.patcher])
+    return HalloModel(patched, run, *face_conditioning(tokens), tokens, device, dtype)
+
+
+def set_hallo_clip(hallo: HalloModel, portraittalk, reference_latents: torch.Tensor,
+                   audio_windows: torch.Tensor) -> None:
+    """Before each clip: the reference pass over ``reference_latents`` (1 + n, C, h, w), the photo's and the motion
+    frames' (the photo again for the first clip, then the last frames made, decoded and encoded again:
+    scripts/inference.py:294-312), scaled as ComfyUI's samplers take latents (``latent_format.process_in``); and the
+    audio tokens of the clip's frames (``audio_windows``: their rows of AudioFeatures.frames)."""
+    net = portraittalk.model
+    with torch.inference_mode():
+        hallo.run.bank, hallo.run.motion_prefix = reference_pass(net, reference_latents.to(hallo.device, hallo.dtype),
+                                                                 hallo.tokens)
+        hallo.run.audio_tokens = net.audio_projection(audio_windows.to(hallo.device, hallo.dtype))
 
 
 def set_audio_tokens(patched: PatchedModel, portraittalk, audio_windows: torch.Tensor) -> None:

@@ -77,6 +77,17 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads
     return rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
 
 
+def bank_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, own_tokens: int,
+                   bank_scale: torch.Tensor, heads: int) -> torch.Tensor:
+    """Attention over keys and values already projected from [own tokens; reference bank tokens] (rows, N + Nb, C),
+    the bank's logits biased by ``log(bank_scale)`` per row (rows,): 1 -> plain joint attention, 0 -> -inf (the
+    row ignores the bank). IdentityAttention's core, and the ComfyUI host's, whose attn1 projects the joined tokens
+    itself."""
+    mask = torch.zeros(query.shape[0], 1, 1, key.shape[1], dtype=query.dtype, device=query.device)
+    mask[..., own_tokens:] = bank_scale.to(torch.float32).log().to(query.dtype).view(-1, 1, 1, 1)
+    return attention(query, key, value, heads, mask)
+
+
 def _output(attn, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     hidden = attn.to_out[1](attn.to_out[0](hidden))
     if attn.residual_connection:
@@ -150,12 +161,8 @@ class IdentityAttention(nn.Module):
             return attention(query, key, value, heads)
         tokens = key.shape[1]
         bank_key, bank_value = self._bank_keys(bank)
-        key = torch.cat([key, bank_key], dim=1)
-        value = torch.cat([value, bank_value], dim=1)
-        # log(strength) on the bank's logits: 1 -> plain joint attention, 0 -> -inf (bank ignored).
-        mask = torch.zeros(query.shape[0], 1, 1, key.shape[1], dtype=query.dtype, device=query.device)
-        mask[..., tokens:] = bank_scale.to(torch.float32).log().to(query.dtype).view(-1, 1, 1, 1)
-        return attention(query, key, value, heads, mask)
+        return bank_attention(query, torch.cat([key, bank_key], dim=1), torch.cat([value, bank_value], dim=1),
+                              tokens, bank_scale, heads)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, portraittalk: AttentionContext | None = None, **kwargs):
