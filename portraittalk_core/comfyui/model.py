@@ -37,8 +37,9 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
         raise InputError(f"'{portraittalk.name}' reads no prompt: it is conditioned on the photo's face tokens, "
                          "regions and motion frames (a Hallo-layout model, docs/hallo.md), which PortraitTalk "
                          "Sampler and Apply PortraitTalk do not make",
-                         "load PortraitTalk weights made for a prompt (the sd15, tiny or demo configs) in PortraitTalk "
-                         "Loader; Hallo's converted weights have no ComfyUI graph yet")
+                         "run Hallo's converted weights with `portraittalk generate` (README, \"Run Hallo's "
+                         "weights\"): they have no ComfyUI graph yet; in PortraitTalk Loader, load weights made for "
+                         "a prompt (the sd15, tiny or demo configs)")
     net = portraittalk.model
     device, dtype = _loaded(model, portraittalk)
     latent_format = model.get_model_object("latent_format")
