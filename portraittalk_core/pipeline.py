@@ -43,6 +43,7 @@ from .errors import InputError, PortraitTalkWarning, WeightsError
 from .generation.compositing import PhotoFrames, face_mask, kept_outside_mouth, paste_weights
 from .generation.guidance import BRANCHES, guidance_weights, known_latents, start_latents, start_timesteps
 from .generation.loop import check_cancel, sample_clips
+from .generation.reference_rows import decoded_as_motion, frames_of_the_audio, reference_rows
 from .generation.restyle import restyle_latents
 from .generation.settings import GenerationSettings, resolved
 from .generation.timing import StageTimer, timed_iter
@@ -336,11 +337,10 @@ class PortraitTalkPipeline:
 
     @torch.inference_mode()
     def motion_pixels(self, latents: torch.Tensor) -> torch.Tensor:
-        """The previous clip's last frames as their next clip reads them: decoded in float, brought to [0, 1] and
-        clamped, then back to [-1, 1] (face_animate.py decode_latents; scripts/inference.py:301-306)."""
+        """The previous clip's last frames, decoded one at a time in float as theirs, read as motion frames."""
         vae = self.backbone.vae
-        frames = torch.cat([vae.decode(latent[None] / vae.config.scaling_factor).sample for latent in latents])
-        return (frames / 2 + 0.5).clamp(0, 1) * 2.0 - 1.0
+        return decoded_as_motion(torch.cat([vae.decode(latent[None] / vae.config.scaling_factor).sample
+                                            for latent in latents]))
 
     @torch.inference_mode()
     def hallo_clip_context(self, reference_latents: torch.Tensor, cond: dict, audio_windows: torch.Tensor
@@ -367,14 +367,11 @@ class PortraitTalkPipeline:
         return scheduler.step(uncond + scale * (conditional - uncond), t, latents).prev_sample
 
     @torch.inference_mode()
-    def denoise_hallo_clip(self, clip: Clip, noise: torch.Tensor, motion: torch.Tensor, cond: dict,
+    def denoise_hallo_clip(self, clip: Clip, noise: torch.Tensor, rows: torch.Tensor, cond: dict,
                            audio_windows: torch.Tensor, scale: float, scheduler, steps: int, on_step=None,
                            cancel=None) -> torch.Tensor:
-        """One clip from ``noise`` (1, C, F, h, w), continuing from ``motion`` (n, 3, H, W) in [-1, 1]; returns its
-        latents (1, C, F, h, w)."""
-        rows = torch.cat([cond["pixels"], motion])
-        if rows.min() >= 0:  # diffusers' VaeImageProcessor maps a batch with no negative value from [0, 1]
-            rows = rows * 2.0 - 1.0
+        """One clip from ``noise`` (1, C, F, h, w), its reference pass over ``rows`` (generation.reference_rows);
+        returns its latents (1, C, F, h, w)."""
         ctx = self.hallo_clip_context(self.backbone.encode_images(rows), cond, audio_windows[clip.start:clip.end])
         latents = noise
         for t in start_timesteps(scheduler, steps, 1.0, self.device):
@@ -418,19 +415,18 @@ class PortraitTalkPipeline:
 
         def denoise(clip: Clip, previous: torch.Tensor | None) -> torch.Tensor:
             with timer("reference"):
-                motion = (cond["pixels"].expand(settings.motion_frames, -1, -1, -1) if previous is None
-                          else self.motion_pixels(previous))
-                if config.motion_frame_drop:  # drawn before the clip's noise, as Hallo2 draws it
-                    motion = dropped_outside_face(motion, cond["face_box"], config.motion_frame_drop, generator)
+                motion = None if previous is None else self.motion_pixels(previous)
+                rows = reference_rows(cond["pixels"], motion, settings.motion_frames, config.motion_frame_drop,
+                                      cond["face_box"], generator)
             noise = torch.randn((1, config.latent_channels, clip.length, latent_size, latent_size),
                                 generator=generator).to(self.device, self.dtype)
             with timer("denoise"):
-                latents = self.denoise_hallo_clip(clip, noise, motion, cond, features.frames, settings.audio_scale,
+                latents = self.denoise_hallo_clip(clip, noise, rows, cond, features.frames, settings.audio_scale,
                                                   scheduler, settings.steps, on_step, cancel)
             return rearrange(latents, "1 c f h w -> f c h w")
 
         def decode(clip: Clip, latents: torch.Tensor) -> Iterator[np.ndarray]:
-            kept = max(0, min(clip.length, n_frames - clip.start))  # the padding's frames are not the audio's
+            kept = frames_of_the_audio(clip, n_frames)
             for frames in timed_iter(self.decode(latents[:kept], settings.decode_chunk), timer, "decode"):
                 yield frames.numpy()
 
@@ -557,14 +553,6 @@ class PortraitTalkPipeline:
             bar.close()
         path = writer.path if writer is not None else None
         return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
-
-
-def dropped_outside_face(motion: torch.Tensor, face_box: torch.Tensor, rate: float, generator) -> torch.Tensor:
-    """Motion frames (n, 3, H, W) with one random share ``rate`` of their pixels zeroed outside the face box
-    (``face_box``'s non-zero pixels; one draw for all frames and channels): Hallo2's long mode, which trains and
-    runs its motion modules on such frames (hallo2 scripts/inference_long.py:404-418)."""
-    kept = torch.rand(motion.shape[-2:], generator=generator).to(motion.device) > rate
-    return motion * (kept | face_box[0].bool())
 
 
 def _is_path(value) -> bool:

@@ -76,9 +76,9 @@ def test_converted_tiny_net_makes_a_video(converted, reference_path, tmp_path):
     calls = []
     denoise, motion_pixels = pipe.denoise_hallo_clip, pipe.motion_pixels
 
-    def recording_denoise(clip, noise, motion, *args, **kwargs):
-        calls.append((clip, motion.clone()))
-        return denoise(clip, noise, motion, *args, **kwargs)
+    def recording_denoise(clip, noise, rows, *args, **kwargs):
+        calls.append((clip, rows[1:].clone()))
+        return denoise(clip, noise, rows, *args, **kwargs)
 
     pipe.denoise_hallo_clip = recording_denoise
     decoded = []
@@ -94,6 +94,7 @@ def test_converted_tiny_net_makes_a_video(converted, reference_path, tmp_path):
     assert [(c.start, c.end) for c, _ in calls] == [(s, s + clip_frames) for s in range(0, 8, clip_frames)]
     photo = calls[0][1]
     assert photo.shape[0] == motion_frames and torch.equal(photo[0], photo[1])  # the first clip: the photo twice
+    assert torch.equal(photo[0], pipe.hallo_conditioning(pipe.prepare_hallo_inputs(reference_path, 64), 4)["pixels"][0])
     assert len(decoded) == len(calls) - 1 and all(len(d) == motion_frames for d in decoded)
     assert all(not torch.equal(motion, photo) for _, motion in calls[1:])
 
@@ -155,7 +156,7 @@ def test_hallo2_is_hallos_net_in_its_long_mode():
 
 
 def test_motion_frames_drop_a_share_of_pixels_outside_the_face_only():
-    from portraittalk_core.pipeline import dropped_outside_face
+    from portraittalk_core.generation.reference_rows import dropped_outside_face
 
     motion = torch.rand(2, 3, 64, 64) * 2 - 1
     face_box = torch.zeros(1, 3, 64, 64)
@@ -202,3 +203,18 @@ def test_hallo2_long_mode_runs(converted, reference_path):
                   on_frames=frames.append)
     assert result.frames == sum(len(f) for f in frames) == math.ceil(SECONDS * FPS)
     assert hallo2().motion_frame_drop == 0.25 and hallo2().audio_segment_seconds == 60.0
+
+
+def test_reference_rows_as_their_pipeline_reads_them():
+    from portraittalk_core.generation.reference_rows import decoded_as_motion, reference_rows
+
+    photo = torch.rand(1, 3, 8, 8) * 2 - 1
+    first = reference_rows(photo, None, 2)
+    assert first.shape == (3, 3, 8, 8) and all(torch.equal(row, photo[0]) for row in first)
+    decoded = torch.rand(2, 3, 8, 8) * 3 - 1.5
+    motion = decoded_as_motion(decoded)
+    assert motion.min() >= -1 and motion.max() <= 1
+    assert torch.allclose(motion, decoded.clamp(-1, 1), atol=1e-6)
+    assert torch.equal(reference_rows(photo, motion, 2)[1:], motion)
+    bright = torch.rand(1, 3, 8, 8)                    # no negative value: diffusers reads the batch as [0, 1]
+    assert torch.equal(reference_rows(bright, None, 2), bright.expand(3, -1, -1, -1) * 2.0 - 1.0)
