@@ -8,6 +8,7 @@ from .apply import ApplyPortraitTalk
 from .audio_encode import AudioEncode
 from .backbone import BackboneLoader, TextEncode
 from .demo_inputs import DemoInputs
+from .hallo_sampler import HalloSampler
 from .head_motion import HeadMotionFromVideo
 from .head_motion_from_speech import HeadMotionFromSpeech
 from .identity_refs import LoadIdentityRefs
@@ -22,7 +23,7 @@ class PortraitTalkExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [PortraitTalkLoader, LoadIdentityRefs, AudioEncode, PortraitTalkSampler, VideoCombine,
                 ApplyPortraitTalk, BackboneLoader, TextEncode, DemoInputs, PastePhoto, HeadMotionFromVideo,
-                HeadMotionFromSpeech]
+                HeadMotionFromSpeech, HalloSampler]
 
 
 async def comfy_entrypoint() -> PortraitTalkExtension:

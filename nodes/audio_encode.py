@@ -3,8 +3,7 @@
 from comfy_api.latest import io, ui
 
 from ..portraittalk_core.checks import check_finite
-from ..portraittalk_core import audio as audio_io
-from ..portraittalk_core.conditioning import check_audio_features, load_checked_audio, prepare_audio
+from ..portraittalk_core.conditioning import prepare_audio, prepare_encoded_audio
 
 from .types import AudioFeatures, PortraitTalk
 
@@ -17,7 +16,8 @@ class AudioEncode(io.ComfyNode):
             display_name="PortraitTalk Audio Encode",
             category="PortraitTalk",
             description="Turns speech into the per-frame audio features PortraitTalk is driven by, at the video's "
-                        "frame rate. The video gets ceil(duration x fps) frames.",
+                        "frame rate. The video gets ceil(duration x fps) frames. For a Hallo-layout model the "
+                        "features are padded with silence to whole clips, as Hallo reads audio.",
             inputs=[
                 PortraitTalk.Input("portraittalk", tooltip="From PortraitTalk Loader: its audio front end."),
                 io.Audio.Input("audio", tooltip="The speech (any rate, mono or stereo); resampled to 16 kHz mono."),
@@ -25,7 +25,8 @@ class AudioEncode(io.ComfyNode):
                                tooltip="Frame rate of the video to generate."),
                 io.AudioEncoderOutput.Input("audio_encoder_output", optional=True,
                                             tooltip="Optional: ComfyUI's own wav2vec2 encoding of the same audio "
-                                                    "(Audio Encoder Encode), used instead of the model's front end."),
+                                                    "(Audio Encoder Encode), used instead of the model's front end. "
+                                                    "Not for Hallo-layout models, which read wav2vec2 differently."),
             ],
             outputs=[
                 AudioFeatures.Output(display_name="audio_features", tooltip="For PortraitTalk Sampler."),
@@ -41,9 +42,8 @@ class AudioEncode(io.ComfyNode):
         if audio_encoder_output is None:
             wave, features = prepare_audio(audio, portraittalk.audio_front_end, config, fps)
         else:
-            wave = load_checked_audio(audio, fps)
-            features = audio_io.features_from_comfy_encoder(audio_encoder_output, wave.duration, fps,
-                                                            config.audio_window)
-            check_audio_features(features, config)
+            wave, features = prepare_encoded_audio(audio_encoder_output, audio, config, fps)
         text = f"{wave.duration:.2f} s of audio -> {features.n_frames} frames at {fps:g} fps"
+        if len(features.frames) != features.n_frames:   # padded to whole clips (a Hallo-layout model)
+            text += f" (padded to {len(features.frames)})"
         return io.NodeOutput(features, features.n_frames, float(fps), ui=ui.PreviewText(text))

@@ -14,11 +14,12 @@ def _tooltip(help_text: str) -> str:
 def setting_input(name: str, **options) -> io.Input:
     """The widget of the generation setting ``name``. A setting whose default is the model's shows its ``unset``
     value (and the range grows to hold it) or its ``shown`` one; ``options`` adds widget options
-    (e.g. control_after_generate)."""
+    (e.g. control_after_generate) or, for a number, a default or tooltip of the node's own."""
     declared = generation_settings.declared(name)
     kind = generation_settings.value_type(name)
     default = generation_settings.default(name)
     tooltip = _tooltip(declared.help)
+    own_default, own_tooltip = options.pop("default", None), options.pop("tooltip", None)
     if kind is bool:
         return io.Boolean.Input(name, default=default, tooltip=tooltip, **options)
     if kind is str and declared.choices:
@@ -30,6 +31,8 @@ def setting_input(name: str, **options) -> io.Input:
         low = low if declared.unset is None else declared.unset
         tooltip += (f" {declared.unset} = the model's default." if declared.unset is not None
                     else f" This input starts at {declared.shown}, which suits most models.")
+    default = default if own_default is None else own_default
+    tooltip = own_tooltip or tooltip
     if kind is int:
         return io.Int.Input(name, default=default, min=low, max=declared.high, tooltip=tooltip, **options)
     return io.Float.Input(name, default=default, min=low, max=declared.high, step=declared.step, tooltip=tooltip,

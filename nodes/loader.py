@@ -26,8 +26,9 @@ class PortraitTalkLoader(io.ComfyNode):
                                tooltip="auto: insightface from models/insightface when present, else mediapipe. "
                                        "Models trained with ArcFace need insightface."),
                 io.Combo.Input("audio_encoder", options=["auto", *folders.audio_encoder_folders()], default="auto",
-                               tooltip="wav2vec2 folder in models/audio_encoders, for models that use wav2vec2; "
-                                       "auto for models with the built-in log-mel front end."),
+                               tooltip="wav2vec2 folder in models/audio_encoders, for models that use wav2vec2 "
+                                       "(wav2vec2-base-960h for SD1.5-size and Hallo models). auto: the built-in "
+                                       "log-mel front end, or the first folder there that fits the model."),
             ],
             outputs=[PortraitTalk.Output(display_name="portraittalk", tooltip="The loaded PortraitTalk model.")],
         )

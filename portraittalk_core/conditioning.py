@@ -5,8 +5,10 @@ Shared by the diffusers pipeline and the ComfyUI nodes, so both hosts see the sa
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -15,7 +17,7 @@ import torch
 from . import audio as audio_io
 from . import face as face_io
 from .config import PortraitTalkConfig
-from .errors import PortraitTalkWarning, WeightsError
+from .errors import InputError, PortraitTalkWarning, WeightsError
 from .io.safetensors import read_metadata
 from .backbone import load_backbone
 from .schedulers import make_scheduler
@@ -54,6 +56,44 @@ def prepare_audio(source, front_end, config: PortraitTalkConfig, fps: float, cli
         features = audio_io.encode_audio(wave, front_end, fps, window=config.audio_window)
     check_audio_features(features, config)
     return wave, features
+
+
+def prepare_encoded_audio(output, source, config: PortraitTalkConfig, fps: float
+                          ) -> tuple[audio_io.Waveform, audio_io.AudioFeatures]:
+    """Like ``prepare_audio``, from hidden states another host's wav2vec2 encoder computed (ComfyUI's Audio Encoder
+    Encode output, ``audio.features_from_comfy_encoder``). A model whose audio is read in whole clips (config
+    ``audio_frames`` "encoder_input", Hallo's) is refused: it reads wav2vec2's CNN features interpolated to the
+    video's frames *before* the encoder, which hidden states at wav2vec2's own 50 a second no longer hold."""
+    if config.audio_frames == "encoder_input":
+        raise InputError(f"a ready-made audio encoding cannot drive this model ({config.name}): it reads wav2vec2's "
+                         "features interpolated to the video's frames before the encoder (Hallo's audio), which "
+                         "hidden states at wav2vec2's own rate no longer hold",
+                         "disconnect audio_encoder_output from PortraitTalk Audio Encode, and pick the wav2vec2 "
+                         "folder (wav2vec2-base-960h) or auto in PortraitTalk Loader's audio_encoder")
+    wave = load_checked_audio(source, fps)
+    features = audio_io.features_from_comfy_encoder(output, wave.duration, fps, config.audio_window)
+    check_audio_features(features, config)
+    return wave, features
+
+
+def wav2vec2_folder_for(config: PortraitTalkConfig, root) -> str:
+    """The name of the first folder in ``root`` (by name) whose config.json describes a wav2vec2 of the width and
+    layer count ``config``'s model reads: ``audio_layers`` hidden states (the embeddings' output included, except
+    for audio read at the encoder's input, config ``audio_frames`` "encoder_input") of ``audio_dim`` channels."""
+    layers = config.audio_layers - (0 if config.audio_frames == "encoder_input" else 1)
+    root = Path(root)
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            encoder = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # no config.json, or not JSON: not a wav2vec2 folder
+            continue
+        if isinstance(encoder, dict) and encoder.get("model_type") == "wav2vec2" and \
+                encoder.get("hidden_size") == config.audio_dim and encoder.get("num_hidden_layers") == layers:
+            return folder.name
+    raise WeightsError(f"this PortraitTalk model ({config.name}) reads a wav2vec2 audio encoder of {layers} layers "
+                       f"of {config.audio_dim} channels, and no folder in '{root}' holds one",
+                       f"put one's config.json and model.safetensors (facebook/wav2vec2-base-960h for SD1.5-size and "
+                       f"Hallo models) in a folder of '{root}', e.g. '{root / 'wav2vec2-base-960h'}'")
 
 
 def check_audio_features(features: audio_io.AudioFeatures, config: PortraitTalkConfig) -> None:

@@ -6,10 +6,19 @@ loads the PortraitTalk file alone (its UNet is ComfyUI's, from hallo_unet.safete
 file over diffusers' UNet converted from hallo_unet.safetensors. Each patched piece is held to 1e-5 of the diffusers
 module on the fixtures' own banks, audio tokens, masks and residuals. The whole guided UNet call and two steps in a
 real ComfyUI: tests/test_comfyui.py (test_hallo_in_comfyui_reproduces_their_unet_call_and_two_steps).
+
+Then the graph around it without ComfyUI: the photo's inputs as Load Identity Refs makes them (the diffusers host's),
+the clip plan and the images the clip loop hands ComfyUI's VAE and takes back (comfyui/hallo.py), the Loader's
+"auto" wav2vec2 folder and Audio Encode's refusal of ComfyUI's encoding. The loop itself, end to end in a real
+ComfyUI: tests/test_comfyui.py (test_tiny_hallo_runs_end_to_end).
 """
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
@@ -17,15 +26,26 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from einops import rearrange
 from safetensors.torch import load_file
 
+from conftest import tone
 from hallo_fixtures import BOUND, FIXTURES, max_diff
+from portraittalk_core import face as face_io
+from portraittalk_core.audio.features import AudioFeatures
+from portraittalk_core.clips import Clip, plan_clips
 from portraittalk_core.comfyui.blocks import comfy_block_key
-from portraittalk_core.comfyui.hallo import (NEGATIVE, POSITIVE, VIDEOS, bank_and_prefix, face_conditioning,
-                                             face_tokens, hallo_run, reference_pass, structure_patch)
+from portraittalk_core.comfyui.hallo import (NEGATIVE, POSITIVE, VIDEOS, bank_and_prefix, check_hallo_layout,
+                                             check_photo_inputs, face_conditioning, face_tokens, hallo_clips,
+                                             hallo_run, motion_from_images, photo_inputs, reference_pass,
+                                             structure_patch, vae_images)
 from portraittalk_core.comfyui.layers import (RegionAudioLayer, TemporalLayer, block_layers, region_audio_handler,
                                               temporal_handler)
 from portraittalk_core.comfyui.patches import (KEY, SharedBankAttentionPatch, attention_patches, bank_tokens_patch)
-from portraittalk_core.config import hallo_tiny, tiny
+from portraittalk_core.conditioning import (References, prepare_encoded_audio, prepare_hallo_inputs,
+                                           wav2vec2_folder_for)
+from portraittalk_core.config import hallo, hallo_tiny, sd15, tiny
 from portraittalk_core.convert.hallo import convert_hallo
+from portraittalk_core.errors import InputError, PortraitTalkWarning, WeightsError
+from portraittalk_core.face.detection import FaceDetection
+from portraittalk_core.generation.reference_rows import decoded_as_motion, frames_of_the_audio
 from portraittalk_core.models import AnimateNet
 from portraittalk_core.models.attention import AttentionContext, transformer_attention_layers
 from portraittalk_core.models.audio_block import REGIONS
@@ -251,3 +271,115 @@ def test_conditioning_and_reference_pass_from_the_raw_inputs(nets):
         assert max_diff(bank[f"{name}.attn1"].float(), theirs[:, 0].float()) <= 2 ** -8, name
         block, _, index = name.partition(".attentions.")
         assert max_diff(prefix[f"{block}.motion_modules.{index.split('.')[0]}"].float(), theirs.float()) <= 2 ** -8
+
+
+# -- the graph around it: the photo's inputs, the audio, the clip loop's pure parts (comfyui/hallo.py) -------------
+class RawEmbeddingDetector:
+    """Stands in for insightface: one face over the whole photo with a fixed raw embedding of the tiny Net's size."""
+
+    name = "raw-embedding-stand-in"
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        return [FaceDetection(bbox=np.array([0, 0, w, h], np.float32), score=1.0, kps=np.zeros((5, 2), np.float32),
+                              landmarks=np.zeros((0, 2), np.float32), regions={}, embedding=None,
+                              raw_embedding=np.linspace(-3, 3, hallo_tiny().face_embed_dim).astype(np.float32))]
+
+
+def bundle(model, detector, name: str = "portraittalk_hallo.safetensors") -> SimpleNamespace:
+    """What comfyui/bundle.PortraitTalkBundle gives the functions here."""
+    return SimpleNamespace(model=model, config=model.config, detector=detector, name=name)
+
+
+def test_photo_inputs_are_the_diffusers_hosts(nets, reference_path):
+    """Load Identity Refs for a Hallo-layout model: the first photo as conditioning.prepare_hallo_inputs reads it
+    (mediapipe's mesh for the masks, the Loader's detector for the raw embedding), the others ignored with a
+    warning."""
+    comfy_net, _ = nets
+    image = face_io.to_rgb_uint8(reference_path)
+    with face_io.MediaPipeDetector() as landmarks:
+        theirs = prepare_hallo_inputs(image, landmarks, comfy_net, 64, RawEmbeddingDetector())
+    with pytest.warns(PortraitTalkWarning, match="reads one photo: image 1 of 2 is used"):
+        ours = photo_inputs(bundle(comfy_net, RawEmbeddingDetector()), [image, image[::-1]], 64)
+    for name in ("pixels", "face_box", "embedding"):
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+    assert all(torch.equal(a, b) for region in REGIONS for a, b in zip(ours.masks[region], theirs.masks[region]))
+    assert check_photo_inputs(ours) is ours
+
+
+def test_an_arcface_model_read_with_mediapipe_names_insightface(nets, reference_path):
+    comfy_net, _ = nets
+    with face_io.MediaPipeDetector() as detector:
+        with pytest.raises(WeightsError, match="only insightface gives.*Fix: pip install insightface onnxruntime.*"
+                                               "models/insightface/models/antelopev2.*'insightface antelopev2'"):
+            photo_inputs(bundle(comfy_net, detector), [face_io.to_rgb_uint8(reference_path)], 64)
+
+
+def test_refs_and_models_of_the_other_layout_are_refused(nets):
+    comfy_net, _ = nets
+    refs = References(faces=[], pixels=torch.zeros(1, 3, 64, 64), structure=torch.zeros(1, 4, 64, 64),
+                      embeddings=torch.zeros(1, 16))
+    with pytest.raises(InputError, match="made for a PortraitTalk model of its own layout.*Fix: feed"):
+        check_photo_inputs(refs)
+    check_hallo_layout(bundle(comfy_net, None))
+    own = SimpleNamespace(config=tiny(), name="tiny.safetensors")
+    with pytest.raises(InputError, match="not a Hallo-layout model.*Fix: sample it with PortraitTalk Sampler"):
+        check_hallo_layout(own)
+
+
+def features(frames: int, padded: int, config) -> AudioFeatures:
+    rows = torch.zeros(padded, 2 * config.audio_window + 1, config.audio_layers, config.audio_dim)
+    return AudioFeatures(rows, 25.0, frames, frames / 25.0, "wav2vec2")
+
+
+def test_clip_plan_is_the_diffusers_hosts():
+    """Whole clips over the padded audio, none overlapping: the plan pipeline._generate_hallo makes
+    (plan_clips(len(frames), clip_frames, 0)), and each clip keeps only the audio's frames."""
+    config = hallo_tiny()
+    clips = hallo_clips(features(7, 8, config), config)
+    assert clips == plan_clips(8, config.clip_frames, 0) == [Clip(0, 4, 0), Clip(4, 8, 0)]
+    assert [frames_of_the_audio(clip, 7) for clip in clips] == [4, 3]
+    with pytest.raises(InputError, match="not whole clips of 4.*Fix: encode the audio with PortraitTalk Audio Encode"):
+        hallo_clips(features(7, 7, config), config)
+    with pytest.raises(WeightsError, match="layers"):
+        hallo_clips(features(8, 8, tiny()), config)
+
+
+def test_images_to_and_from_comfyuis_vae_are_the_rows_their_pipeline_reads():
+    """Reference rows in [-1, 1] -> the IMAGE ComfyUI's VAE encodes (it maps [0, 1] back to [-1, 1]); ComfyUI's
+    decoded IMAGE (clamped to [0, 1]) -> motion rows equal to decoded_as_motion of the raw decoded frames."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.rand(3, 3, 8, 8, generator=g) * 2 - 1
+    images = vae_images(rows)
+    assert images.shape == (3, 8, 8, 3) and images.min() >= 0 and images.max() <= 1
+    assert max_diff(images.permute(0, 3, 1, 2) * 2 - 1, rows) < 1e-6
+    decoded = torch.randn(2, 3, 8, 8, generator=g) * 1.5             # as a VAE decodes: past [-1, 1] here and there
+    comfy_image = ((decoded + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)  # ComfyUI's VAE.decode output
+    assert max_diff(motion_from_images(comfy_image), decoded_as_motion(decoded)) < 1e-6
+
+
+def test_auto_audio_encoder_is_the_folder_that_fits_the_model(tmp_path):
+    """PortraitTalk Loader's audio_encoder "auto": the first wav2vec2 folder whose width and layer count the model
+    reads (Hallo's: the encoder's layers alone; PortraitTalk's: with the embeddings' output), others skipped."""
+    def folder(name: str, **config):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config) if config else "")
+
+    folder("a_empty")                                                            # an empty config.json (a stub)
+    folder("b_large", model_type="wav2vec2", hidden_size=1024, num_hidden_layers=24)
+    folder("c_hubert", model_type="hubert", hidden_size=16, num_hidden_layers=3)
+    folder("d_tiny", model_type="wav2vec2", hidden_size=16, num_hidden_layers=3)
+    folder("e_base", model_type="wav2vec2", hidden_size=768, num_hidden_layers=12)
+    (tmp_path / "model.safetensors").write_bytes(b"")                             # a file: ComfyUI's own encoders
+    assert wav2vec2_folder_for(hallo_tiny(), tmp_path) == "d_tiny"
+    assert wav2vec2_folder_for(hallo(), tmp_path) == "e_base"
+    assert wav2vec2_folder_for(sd15(), tmp_path) == "e_base"            # 13 states: the embeddings' and 12 layers
+    with pytest.raises(WeightsError, match="no folder in .* holds one.*Fix: put one's config.json"):
+        wav2vec2_folder_for(sd15().replace(audio_dim=512), tmp_path)
+
+
+def test_comfyuis_audio_encoding_is_refused_for_hallos_audio():
+    with pytest.raises(InputError, match="interpolated to the video's frames before the encoder.*Fix: disconnect "
+                                         "audio_encoder_output"):
+        prepare_encoded_audio({"encoded_audio_all_layers": [torch.zeros(1, 10, 16)]}, (tone(0.2), 16_000),
+                              hallo_tiny(), 25.0)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI or ".") / "main
 ROOT = Path(__file__).resolve().parent.parent
 NODES = ["PortraitTalkApply", "PortraitTalkLoader", "PortraitTalkLoadIdentityRefs", "PortraitTalkAudioEncode", "PortraitTalkSampler",
          "PortraitTalkVideoCombine", "PortraitTalkBackboneLoader", "PortraitTalkTextEncode", "PortraitTalkPastePhoto",
-         "PortraitTalkHeadMotion", "PortraitTalkHeadMotionFromSpeech"]
+         "PortraitTalkHeadMotion", "PortraitTalkHeadMotionFromSpeech", "PortraitTalkHalloSampler"]
 
 
 def _free_port() -> int:
@@ -55,6 +55,8 @@ def comfy(tmp_path_factory, reference_path):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "portraittalk").symlink_to(ROOT, target_is_directory=True)
     write_probe_pack(base / "custom_nodes" / "portraittalk_test_probe")
+    write_tiny_hallo_pack(base / "custom_nodes" / "portraittalk_test_tiny_hallo")
+    write_tiny_hallo_files(base)
     from portraittalk_core.backbone import random_backbone
     backbone = random_backbone(tiny(), seed=0)
     backbone.save_folder(base / "models" / "diffusers" / "tiny_backbone")
@@ -65,6 +67,9 @@ def comfy(tmp_path_factory, reference_path):
     model.animate_net.randomise_zero_outputs()   # every added path non-zero, as in the core tests
     save_model(model, base / "models" / "portraittalk" / "tiny_random.safetensors")
     write_tiny_lora(base / "models" / "loras" / "tiny_lora.safetensors")
+    # on the denoiser's self-attention keys and values, which also project Hallo's reference bank
+    write_tiny_lora(base / "models" / "loras" / "tiny_hallo_lora.safetensors",
+                    {"input_blocks.1.1": 32, "output_blocks.3.1": 32, "middle_block.1": 32}, attention="attn1")
     from portraittalk_core.config import demo   # the demo model's shapes: a VAE that downsamples 4x
     demo_backbone = random_backbone(demo(), seed=0)
     demo_backbone.save_folder(base / "models" / "diffusers" / "demo_backbone")
@@ -139,18 +144,79 @@ def write_probe_pack(folder: Path) -> None:
     (folder / "__init__.py").write_text(PROBE)
 
 
-def write_tiny_lora(path: Path) -> None:
-    """A LoRA on the tiny UNet's cross-attention keys, in ComfyUI's 'diffusion_model.<layer>' key form."""
+TINY_HALLO_PACK = '''"""Test only: ComfyUI's model detection knows SD1.5 at its own size; this registers SD1.5's class at the size
+of Hallo's tiny fixture Net (32 channels, cross-attention width 32), so that the stock UNet loader loads its
+converted hallo_unet.safetensors as it loads the real one."""
+import comfy.supported_models
+
+
+class TinyHallo(comfy.supported_models.SD15):
+    unet_config = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False,
+                   "adm_in_channels": None, "use_temporal_attention": False}
+
+
+comfy.supported_models.models.insert(0, TinyHallo)
+NODE_CLASS_MAPPINGS = {}
+'''
+
+
+def write_tiny_hallo_pack(folder: Path) -> None:
+    """What tests/comfyui_hallo_script.py does in its own process, done in the server's at startup."""
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(TINY_HALLO_PACK)
+
+
+TINY_HALLO_UNET, TINY_HALLO_VAE = "tiny_hallo_unet.safetensors", "tiny_hallo_vae/diffusion_pytorch_model.safetensors"
+
+
+def write_tiny_hallo_files(base: Path) -> None:
+    """Hallo's tiny Net converted (`portraittalk convert hallo --config hallo_tiny`) into ComfyUI's folders as the
+    README puts the real files: models/diffusion_models/tiny_hallo_unet.safetensors and
+    models/portraittalk/tiny_hallo_arcface.safetensors; a random VAE of SD's shape as a diffusers folder in models/vae
+    (the stock VAE loader builds SD's shape whatever the file); the fixture's tiny wav2vec2 in models/audio_encoders.
+    And tiny_hallo.safetensors: the same model with a builtin face encoder in place of ArcFace, which needs
+    insightface's models (as `generate --random-weights` stands one in)."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    from portraittalk_core.config import hallo_tiny, sd15
+    from portraittalk_core.convert.hallo import convert_hallo
+    from portraittalk_core.io.safetensors import read_metadata
+    from portraittalk_core.models.face_encoder import FaceEncoder
+    from portraittalk_core.weights import read_config, save_tensors
+
+    fixtures = ROOT / "tests" / "fixtures" / "hallo"
+    models = base / "models"
+    unet, arcface = convert_hallo(fixtures / "tiny_net.pth", models / "portraittalk", hallo_tiny())
+    (models / "diffusion_models").mkdir(parents=True)
+    unet.rename(models / "diffusion_models" / TINY_HALLO_UNET)
+    arcface = arcface.rename(arcface.with_name("tiny_hallo_arcface.safetensors"))
+    config = read_config(arcface).replace(face_encoder="builtin")
+    torch.manual_seed(0)
+    encoder = FaceEncoder(config.face_embed_dim, config.face_encoder_size)
+    tensors = {**load_file(arcface), **{f"face_encoder.{k}": v for k, v in encoder.state_dict().items()}}
+    save_tensors(tensors, arcface.with_name("tiny_hallo.safetensors"),
+                 {**read_metadata(arcface), "config": config.to_json()})
+    torch.manual_seed(0)
+    AutoencoderKL(**sd15().vae).to(torch.float16).save_pretrained(models / "vae" / Path(TINY_HALLO_VAE).parent,
+                                                                  safe_serialization=True)
+    shutil.copytree(fixtures / "wav2vec2_tiny", models / "audio_encoders" / "wav2vec2_tiny")
+
+
+def write_tiny_lora(path: Path, blocks: dict[str, int] | None = None, attention: str = "attn2") -> None:
+    """A LoRA on the tiny UNet's ``attention`` keys and values in ``blocks`` (LDM block -> its width), in ComfyUI's
+    'diffusion_model.<layer>' key form; by default the tiny backbone's cross-attention."""
     from safetensors.torch import save_file
 
+    blocks = blocks or {"input_blocks.1.1": 32, "output_blocks.3.1": 32, "middle_block.1": 64}
     g = torch.Generator().manual_seed(0)
     tensors = {}
-    for block in ("input_blocks.1.1", "output_blocks.3.1", "middle_block.1"):
-        width = 64 if block.startswith("middle") else 32
+    for block, width in blocks.items():
         for proj in ("to_k", "to_v"):
-            key = f"diffusion_model.{block}.transformer_blocks.0.attn2.{proj}"
+            key = f"diffusion_model.{block}.transformer_blocks.0.{attention}.{proj}"
             tensors[f"{key}.lora_up.weight"] = torch.randn(width, 4, generator=g) * 0.5
-            tensors[f"{key}.lora_down.weight"] = torch.randn(4, 32, generator=g) * 0.5
+            tensors[f"{key}.lora_down.weight"] = torch.randn(4, 32 if attention == "attn2" else width,
+                                                             generator=g) * 0.5
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
 
@@ -570,7 +636,10 @@ def test_a_lora_upstream_changes_the_output(comfy):
 
 EXAMPLE_FILES = ["models/checkpoints/v1-5-pruned-emaonly.safetensors", "models/portraittalk/portraittalk_sd15.safetensors",
                  "models/audio_encoders/wav2vec2-base-960h/config.json", "models/loras/your_sd15_style_lora.safetensors",
-                 "models/upscale_models/RealESRGAN_x2plus.pth", "input/portrait.png", "input/portrait_2.png"]
+                 "models/upscale_models/RealESRGAN_x2plus.pth", "input/portrait.png", "input/portrait_2.png",
+                 # workflows/portraittalk_hallo.json: the files README "Run Hallo's weights" names, where it puts them
+                 "models/diffusion_models/hallo_unet.safetensors", "models/portraittalk/portraittalk_hallo.safetensors",
+                 "models/vae/sd-vae-ft-mse/diffusion_pytorch_model.safetensors"]
 
 
 @pytest.mark.parametrize("workflow", sorted((ROOT / "workflows").glob("*.json")), ids=lambda p: p.stem)
@@ -858,3 +927,80 @@ def test_hallo_in_comfyui_reproduces_their_unet_call_and_two_steps(tmp_path):
         if i == 1:   # from their first step's latents, with their conditioning
             assert step["latents_their_start"] < one_step + abs(ours[1]) * guided_bound
         given = step["latents"]
+
+
+# -- Hallo's converted weights as a ComfyUI graph (issue 26, item 3) ------------------------------------------------
+HALLO_SECONDS = 0.26   # 7 frames at 25 fps: two clips of the tiny Net's 4, the second one padded
+
+
+def tiny_hallo_prompt(weights: str = "tiny_hallo.safetensors", steps: int = 2) -> dict:
+    """workflows/portraittalk_hallo.json's graph on the tiny files (write_tiny_hallo_files): the stock UNet and VAE
+    loaders, the Loader picking the wav2vec2 folder itself (auto), the Hallo Sampler with Hallo's sampler and
+    scheduler, the frames saved for comparison."""
+    prompt = json.loads((ROOT / "workflows" / "api" / "portraittalk_hallo.json").read_text())
+    prompt = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+    prompt["1"]["inputs"]["unet_name"] = TINY_HALLO_UNET
+    prompt["2"]["inputs"]["vae_name"] = TINY_HALLO_VAE
+    prompt["4"]["inputs"].update(weights=weights, face_detector="mediapipe", audio_encoder="auto")
+    prompt["5"]["inputs"]["image"] = "face.jpg"
+    prompt["6"]["inputs"]["resolution"] = 64
+    prompt["7"]["inputs"]["audio"] = "hallo_speech.wav"
+    prompt["9"]["inputs"]["steps"] = steps
+    prompt["10"]["inputs"]["filename_prefix"] = "PortraitTalk/hallo_tiny"
+    prompt["21"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "hallo/frames"}}
+    return prompt
+
+
+def test_tiny_hallo_runs_end_to_end(comfy):
+    """Their tiny Net converted, in the example workflow's graph: Load Diffusion Model -> PortraitTalk Hallo Sampler,
+    which patches it (model sampling included) and samples two clips with ComfyUI's CFG guider, "ddim" and
+    "simple"; the padding's frame is dropped: as many frames as the audio's."""
+    url, base = comfy
+    sf.write(base / "input" / "hallo_speech.wav", tone(HALLO_SECONDS), 16_000)
+    result = run_prompt(url, tiny_hallo_prompt())
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    assert "0.26 s of audio -> 7 frames at 25 fps (padded to 8)" in json.dumps(result["outputs"]["8"])
+    saved = result["outputs"]["10"]["images"][0]
+    from portraittalk_core.io.video import probe_video
+    info = probe_video(base / "output" / saved["subfolder"] / saved["filename"])
+    assert info.frames == 7 and info.width == 64 and info.audio_codec == "aac"
+    frames = _saved_images(base, result, "21")
+    assert len(frames) == 7 and frames.std() > 0
+
+
+def test_a_lora_upstream_of_the_hallo_sampler_changes_the_output(comfy):
+    """LoraLoaderModelOnly between the stock UNet loader and the Hallo Sampler: on attn1's keys and values, which
+    project the frame's tokens and the reference bank alike."""
+    url, base = comfy
+    sf.write(base / "input" / "hallo_speech.wav", tone(HALLO_SECONDS), 16_000)
+    plain = tiny_hallo_prompt()
+    with_lora = tiny_hallo_prompt()
+    with_lora["20"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["1", 0], "lora_name": "tiny_hallo_lora.safetensors", "strength_model": 1.0}}
+    with_lora["9"]["inputs"]["model"] = ["20", 0]
+    results = [run_prompt(url, prompt) for prompt in (plain, with_lora)]
+    for result in results:
+        assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
+    frames = [_saved_images(base, result, "21") for result in results]
+    assert frames[0].shape == frames[1].shape and np.abs(frames[0] - frames[1]).max() > 0
+
+
+def test_hallo_refusals_name_their_fix(comfy):
+    """An ArcFace model read with mediapipe (insightface missing), and PortraitTalk Sampler given a Hallo-layout
+    model: each stops with what to do instead."""
+    url, base = comfy
+    sf.write(base / "input" / "hallo_speech.wav", tone(HALLO_SECONDS), 16_000)
+    result = run_prompt(url, tiny_hallo_prompt("tiny_hallo_arcface.safetensors"))
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error"
+    assert "only insightface gives" in messages and "insightface antelopev2" in messages and "Fix:" in messages
+
+    prompt = tiny_talking_face_prompt()
+    prompt["1"]["inputs"]["weights"] = "tiny_hallo.safetensors"
+    prompt["1"]["inputs"]["audio_encoder"] = "auto"
+    prompt["7"]["inputs"]["audio"] = "hallo_speech.wav"
+    result = run_prompt(url, prompt)
+    messages = json.dumps(result["status"]["messages"])
+    assert result["status"]["status_str"] == "error"
+    assert "reads no prompt" in messages and "PortraitTalk Hallo Sampler" in messages
+

@@ -135,6 +135,33 @@ def demo() -> dict:
     }
 
 
+def hallo() -> dict:
+    """Hallo's published weights, converted (README, "Run Hallo's weights"): the denoiser through the stock UNet
+    loader, sd-vae-ft-mse through the stock VAE loader (a diffusers folder in models/vae, listed by its file), the
+    converted PortraitTalk file with insightface and wav2vec2-base-960h; no prompt."""
+    model = preset("hallo")
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "hallo_unet.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "VAELoader", "inputs": {"vae_name": "sd-vae-ft-mse/diffusion_pytorch_model.safetensors"}},
+        "4": {"class_type": "PortraitTalkLoader", "inputs": {"weights": "portraittalk_hallo.safetensors",
+                                                             "face_detector": "insightface antelopev2",
+                                                             "audio_encoder": "wav2vec2-base-960h"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "portrait.png"}},
+        "6": {"class_type": "PortraitTalkLoadIdentityRefs", "inputs": {"portraittalk": ["4", 0], "images": ["5", 0],
+                                                                       "resolution": model.resolution}},
+        "7": {"class_type": "LoadAudio", "inputs": {"audio": "speech.wav"}},
+        "8": {"class_type": "PortraitTalkAudioEncode", "inputs": {"portraittalk": ["4", 0], "audio": ["7", 0],
+                                                                  "fps": model.fps}},
+        "9": {"class_type": "PortraitTalkHalloSampler", "inputs": {
+            "model": ["1", 0], "vae": ["2", 0], "portraittalk": ["4", 0], "refs": ["6", 0], "audio_features": ["8", 0],
+            "seed": 42, "steps": 40, "sampler_name": "ddim", "scheduler": "simple", "audio_scale": model.audio_scale,
+            "motion_scale": 1.0}},
+        "10": {"class_type": "PortraitTalkVideoCombine", "inputs": {"images": ["9", 0], "fps": ["9", 1],
+                                                                    "filename_prefix": "PortraitTalk/hallo",
+                                                                    "audio": ["7", 0], "crf": 18}},
+    }
+
+
 EXAMPLES = {
     "portraittalk_demo": demo,
     "portraittalk_basic": sd15_basic,
@@ -142,6 +169,7 @@ EXAMPLES = {
     "portraittalk_prompt_customisation": sd15_prompt_customisation,
     "portraittalk_lora_and_upscaler": sd15_lora_and_upscaler,
     "portraittalk_tiny_smoke": tiny_smoke,
+    "portraittalk_hallo": hallo,
 }
 
 

@@ -9,8 +9,7 @@ import comfy.model_management
 import comfy.model_patcher
 
 from ..audio import LogMelFrontEnd, Wav2Vec2FrontEnd
-from ..conditioning import own_backbone_probe
-from ..errors import WeightsError
+from ..conditioning import own_backbone_probe, wav2vec2_folder_for
 from ..face import InsightFaceDetector, MediaPipeDetector, default_detector
 from ..weights import load_model
 
@@ -50,11 +49,10 @@ def detector(choice: str, insightface_root: str):
 
 
 def audio_front_end(config, choice: str, audio_encoders_root: str):
-    """The model's own front end: log-mel, or the wav2vec2 folder ``choice`` in ``audio_encoders_root``."""
+    """The model's own front end: log-mel, or the wav2vec2 folder ``choice`` in ``audio_encoders_root`` ("auto": the
+    first there that fits the model, conditioning.wav2vec2_folder_for)."""
     if config.audio_front_end == "logmel":
         return LogMelFrontEnd(n_mels=config.audio_dim)
     if choice == "auto":
-        raise WeightsError("this PortraitTalk model needs a wav2vec2 audio encoder and none was chosen",
-                           f"put a wav2vec2 folder (config.json, model.safetensors) in "
-                           f"'{audio_encoders_root}' and pick it in 'audio_encoder'")
+        choice = wav2vec2_folder_for(config, audio_encoders_root)
     return Wav2Vec2FrontEnd(os.path.join(audio_encoders_root, choice))

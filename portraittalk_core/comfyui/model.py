@@ -10,6 +10,7 @@ import comfy.model_management
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
+from ..conditioning import References
 from ..errors import InputError
 from ..generation.settings import GenerationSettings, resolved
 from .hallo import face_conditioning, face_tokens, hallo_run, reference_pass, structure_patch
@@ -37,9 +38,13 @@ def prepare_patched_model(model, vae, positive, portraittalk, refs, branches: di
         raise InputError(f"'{portraittalk.name}' reads no prompt: it is conditioned on the photo's face tokens, "
                          "regions and motion frames (a Hallo-layout model, docs/hallo.md), which PortraitTalk "
                          "Sampler and Apply PortraitTalk do not make",
-                         "run Hallo's converted weights with `portraittalk generate` (README, \"Run Hallo's "
-                         "weights\"): they have no ComfyUI graph yet; in PortraitTalk Loader, load weights made for "
-                         "a prompt (the sd15, tiny or demo configs)")
+                         "sample Hallo's converted weights with PortraitTalk Hallo Sampler (workflows/"
+                         "portraittalk_hallo.json); for this node, load weights made for a prompt (the sd15, tiny or "
+                         "demo configs) in PortraitTalk Loader")
+    if not isinstance(refs, References):
+        raise InputError("these refs were made for a Hallo-layout model (the whole photo, its regions and raw "
+                         "embedding), not for this PortraitTalk model",
+                         "feed PortraitTalk Load Identity Refs from the same PortraitTalk Loader as this node")
     net = portraittalk.model
     device, dtype = _loaded(model, portraittalk)
     latent_format = model.get_model_object("latent_format")
