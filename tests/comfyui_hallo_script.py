@@ -14,7 +14,11 @@ ComfyUI's requirements and this project's), it prints as JSON what it measured; 
 - ``schedule``: the patched MODEL's sigmas as alphas_cumprod, and the "simple" scheduler's timesteps;
 - ``two_steps``: the conditioning made by the host from the fixture's raw inputs as a graph makes it
   (comfyui/model.prepare_hallo_model, set_hallo_clip), two steps of the same sampler from the fixture's noise; and,
-  for the bound, the second step again from their first step's latents with their conditioning (teacher-forced).
+  for the bound, the second step again from their first step's latents with their conditioning (teacher-forced);
+- ``loop``: the whole clip loop of PortraitTalk Hallo Sampler (comfyui/hallo_sampling.sample_hallo) against the
+  diffusers host's (``PortraitTalkPipeline`` on the same two files, a tiny random VAE and the fixture's wav2vec2) on
+  the same photo, speech and noise (the diffusers host's draws handed to ComfyUI's ``prepare_noise``): the frames,
+  the reference rows of each clip, and the frames again with each clip's reference rows the diffusers host's.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import comfy.cli_args  # noqa: E402
 comfy.cli_args.args.cpu = True   # as the ComfyUI tests run it (--cpu); read when comfy.model_management loads
 
 import comfy.model_sampling  # noqa: E402
+import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.sd  # noqa: E402
 import comfy.supported_models  # noqa: E402
@@ -40,15 +45,29 @@ from comfy.ldm.modules.attention import optimized_attention  # noqa: E402
 from einops import rearrange  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+import numpy as np  # noqa: E402
+from diffusers import AutoencoderKL  # noqa: E402
+
+import portraittalk_core.comfyui.hallo_sampling as hallo_sampling  # noqa: E402
+from portraittalk_core.assets import default_reference  # noqa: E402
+from portraittalk_core.comfyui.backbone import comfy_vae  # noqa: E402
 from portraittalk_core.comfyui.bundle import PortraitTalkBundle  # noqa: E402
 from portraittalk_core.comfyui.hallo import (NEGATIVE, POSITIVE, bank_and_prefix, face_conditioning,  # noqa: E402
                                              hallo_run, structure_patch)
 from portraittalk_core.comfyui.host import check_model_family, patch_model  # noqa: E402
 from portraittalk_core.comfyui.model import prepare_hallo_model, prepare_patched_model, set_hallo_clip  # noqa: E402
+from portraittalk_core.config import hallo_tiny  # noqa: E402
 from portraittalk_core.errors import InputError  # noqa: E402
+from portraittalk_core.face import mediapipe_available  # noqa: E402
+from portraittalk_core.face.detection import FaceDetection  # noqa: E402
+from portraittalk_core.generation.settings import GenerationSettings  # noqa: E402
 from portraittalk_core.models.audio_block import REGIONS  # noqa: E402
+from portraittalk_core.pipeline import PortraitTalkPipeline  # noqa: E402
 from portraittalk_core.weights import load_model  # noqa: E402
 
+# mediapipe (the diffusers host's landmarks in ``loop``) imported here, not first inside main: an optional import that
+# fails inside it keeps the frames importing it alive, and with them main's patched models until exit.
+mediapipe_available()
 FIXTURES = ROOT / "tests" / "fixtures" / "hallo"
 SCALE = 3.5
 REFS, LEVELS = 3, 4   # the fixtures' reference pass [photo, 2 motion frames]; their UNet's levels
@@ -153,6 +172,77 @@ def host_model(model, bundle, inputs: dict):
     return hallo
 
 
+class RawEmbeddingDetector:
+    """Stands in for insightface: one face over the whole photo, a fixed raw embedding of the tiny Net's size."""
+
+    name = "raw-embedding-stand-in"
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        return [FaceDetection(bbox=np.array([0, 0, w, h], np.float32), score=1.0, kps=np.zeros((5, 2), np.float32),
+                              landmarks=np.zeros((0, 2), np.float32), regions={}, embedding=None,
+                              raw_embedding=np.linspace(-3, 3, hallo_tiny().face_embed_dim).astype(np.float32))]
+
+
+LOOP_SECONDS, LOOP_STEPS, SEED = 0.26, 2, 42   # 7 frames at 25 fps: two clips of 4, the second one padded
+
+
+def loop(model) -> dict:
+    """``loop`` of the module docstring. Frames in uint8 levels (theirs are uint8), rows in [-1, 1]."""
+    vae_folder = FOLDER / "vae"
+    torch.manual_seed(0)
+    AutoencoderKL(**hallo_tiny().vae).save_pretrained(vae_folder, safe_serialization=True)
+    pipe = PortraitTalkPipeline.from_pretrained(FOLDER / "portraittalk_hallo.safetensors",
+                                                backbone=FOLDER / "hallo_unet.safetensors", vae=vae_folder,
+                                                wav2vec2_folder=FIXTURES / "wav2vec2_tiny")
+    pipe.detector = RawEmbeddingDetector()
+    t = np.arange(int(LOOP_SECONDS * 16_000)) / 16_000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32), 16_000)
+    settings = GenerationSettings(steps=LOOP_STEPS, seed=SEED)
+    frames, their_rows = [], []
+    denoise = pipe.denoise_hallo_clip
+
+    def recording(clip, noise, rows, *args, **kwargs):
+        their_rows.append(rows.clone())
+        return denoise(clip, noise, rows, *args, **kwargs)
+
+    pipe.denoise_hallo_clip = recording
+    pipe([default_reference()], audio, None, settings, progress=False, on_frames=frames.append)
+    theirs = torch.from_numpy(np.concatenate(frames)).double()
+
+    bundle = PortraitTalkBundle(load_model(FOLDER / "portraittalk_hallo.safetensors"), None, None, "tiny")
+    photo = pipe.prepare_hallo_inputs(default_reference(), hallo_tiny().resolution)
+    _, features = pipe.prepare_audio(audio, 25.0)
+    vae = comfy_vae(AutoencoderKL.from_pretrained(vae_folder))
+    rows_of = hallo_sampling.reference_rows
+
+    def sample(rows) -> torch.Tensor:
+        """The Hallo Sampler's frames in uint8 levels, on the diffusers host's noise; ``rows`` makes each clip's
+        reference rows."""
+        generator = torch.Generator("cpu").manual_seed(SEED)   # their one generator, a clip's noise at a time
+
+        def their_noise(latent, seed):
+            noise = torch.randn((1, latent.shape[1], latent.shape[0], *latent.shape[2:]), generator=generator)
+            return to_comfy(noise)
+
+        prepare_noise, comfy.sample.prepare_noise = comfy.sample.prepare_noise, their_noise
+        hallo_sampling.reference_rows = rows
+        try:
+            return hallo_sampling.sample_hallo(model, vae, bundle, photo, features, settings, "ddim",
+                                               "simple").double() * 255
+        finally:
+            comfy.sample.prepare_noise, hallo_sampling.reference_rows = prepare_noise, rows_of
+
+    our_rows = []
+    free = sample(lambda *args: our_rows.append(rows_of(*args)) or our_rows[-1])
+    forced_rows = iter(their_rows)
+    forced = sample(lambda *args: next(forced_rows))
+    per_frame = lambda ours: (ours - theirs).abs().amax(dim=(1, 2, 3)).tolist()  # noqa: E731
+    return {"frames": [len(theirs), len(free)], "clip_frames": hallo_tiny().clip_frames,
+            "free": per_frame(free), "forced": per_frame(forced),
+            "rows": [max_diff(ours, theirs) for ours, theirs in zip(our_rows, their_rows)]}
+
+
 def main() -> dict:
     torch.set_num_threads(1)   # as the fixtures were made
     comfy.supported_models.models.insert(0, TinyHallo)
@@ -217,6 +307,7 @@ def main() -> dict:
         "timestep": free.timesteps[i]} for i in range(2)]
     report["two_steps"][1]["latents_their_start"] = max_diff(
         to_diffusers(unscaled(forced_last, sigmas[2].item())), steps["step1"]["latents"])
+    report["loop"] = loop(model)
     return report
 
 
