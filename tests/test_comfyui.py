@@ -175,7 +175,8 @@ def write_tiny_hallo_files(base: Path) -> None:
     models/portraittalk/tiny_hallo_arcface.safetensors; a random VAE of SD's shape as a diffusers folder in models/vae
     (the stock VAE loader builds SD's shape whatever the file); the fixture's tiny wav2vec2 in models/audio_encoders.
     And tiny_hallo.safetensors: the same model with a builtin face encoder in place of ArcFace, which needs
-    insightface's models (as `generate --random-weights` stands one in)."""
+    insightface's models (as `generate --random-weights` stands one in); tiny_hallo2.safetensors: that one in Hallo2's
+    long mode (config hallo2's options: the motion frames' pixel drop, the audio read in pieces, here of 0.1 s)."""
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
@@ -195,8 +196,10 @@ def write_tiny_hallo_files(base: Path) -> None:
     torch.manual_seed(0)
     encoder = FaceEncoder(config.face_embed_dim, config.face_encoder_size)
     tensors = {**load_file(arcface), **{f"face_encoder.{k}": v for k, v in encoder.state_dict().items()}}
-    save_tensors(tensors, arcface.with_name("tiny_hallo.safetensors"),
-                 {**read_metadata(arcface), "config": config.to_json()})
+    for name, variant in (("tiny_hallo", config),
+                          ("tiny_hallo2", config.replace(motion_frame_drop=0.25, audio_segment_seconds=0.1))):
+        save_tensors(tensors, arcface.with_name(f"{name}.safetensors"),
+                     {**read_metadata(arcface), "config": variant.to_json()})
     torch.manual_seed(0)
     AutoencoderKL(**sd15().vae).to(torch.float16).save_pretrained(models / "vae" / Path(TINY_HALLO_VAE).parent,
                                                                   safe_serialization=True)
@@ -977,13 +980,14 @@ def tiny_hallo_prompt(weights: str = "tiny_hallo.safetensors", steps: int = 2) -
     return prompt
 
 
-def test_tiny_hallo_runs_end_to_end(comfy):
+@pytest.mark.parametrize("weights", ["tiny_hallo.safetensors", "tiny_hallo2.safetensors"])
+def test_tiny_hallo_runs_end_to_end(comfy, weights):
     """Their tiny Net converted, in the example workflow's graph: Load Diffusion Model -> PortraitTalk Hallo Sampler,
     which patches it (model sampling included) and samples two clips with ComfyUI's CFG guider, "ddim" and
-    "simple"; the padding's frame is dropped: as many frames as the audio's."""
+    "simple"; the padding's frame is dropped: as many frames as the audio's. And in Hallo2's long mode."""
     url, base = comfy
     sf.write(base / "input" / "hallo_speech.wav", tone(HALLO_SECONDS), 16_000)
-    result = run_prompt(url, tiny_hallo_prompt())
+    result = run_prompt(url, tiny_hallo_prompt(weights))
     assert result["status"]["status_str"] == "success", json.dumps(result["status"])[:3000]
     assert "0.26 s of audio -> 7 frames at 25 fps (padded to 8)" in json.dumps(result["outputs"]["8"])
     saved = result["outputs"]["10"]["images"][0]

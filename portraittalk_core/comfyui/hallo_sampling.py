@@ -13,7 +13,8 @@ sampler and scheduler, previews, progress bar and interruption.
 Noise: each clip's comes from ComfyUI's ``prepare_noise`` at the seed plus the clip's index, as PortraitTalk Sampler
 draws it; Hallo2's pixel drop from a torch generator seeded with the seed, drawn before each clip's noise as theirs.
 The same computation as their pipeline, not the same random numbers: matching their noise draw for draw is the
-diffusers host's job (``portraittalk generate``).
+diffusers host's job (``portraittalk generate``). The VAE runs in the dtype ComfyUI gives it (``--fp32-vae`` for
+float32); the motion frames it decodes are read as floats, never rounded to 8 bits, as theirs.
 """
 
 from __future__ import annotations
