@@ -71,10 +71,12 @@ def photo_inputs(portraittalk, images, resolution: int) -> HalloInputs:
 
 
 def check_photo_inputs(refs) -> HalloInputs:
+    """``refs`` (Load Identity Refs' output) if they are ``photo_inputs``' HalloInputs; refused otherwise."""
     if not isinstance(refs, HalloInputs):
         raise InputError("these refs were made for a PortraitTalk model of its own layout, not for a Hallo-layout "
-                         "model", "feed PortraitTalk Load Identity Refs from the PortraitTalk Loader that loads the "
-                              "Hallo-layout weights (portraittalk_hallo.safetensors)")
+                         "model",
+                         "feed PortraitTalk Load Identity Refs from the PortraitTalk Loader that loads the "
+                         "Hallo-layout weights (portraittalk_hallo.safetensors)")
     return refs
 
 
