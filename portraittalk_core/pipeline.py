@@ -402,16 +402,7 @@ class PortraitTalkPipeline:
         scheduler = make_scheduler(settings.sampler, model_schedule(self.backbone.schedule, config))
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         latent_size = resolution // config.vae_scale
-        total_steps = len(clips) * settings.steps
-        bar = tqdm(total=total_steps, desc="PortraitTalk (Hallo)", unit="step", disable=not progress)
-        done = 0
-
-        def on_step():
-            nonlocal done
-            done += 1
-            bar.update(1)
-            if on_progress is not None:
-                on_progress(done, total_steps)
+        bar, on_step = _step_progress(len(clips) * settings.steps, "PortraitTalk (Hallo)", progress, on_progress)
 
         def denoise(clip: Clip, previous: torch.Tensor | None) -> torch.Tensor:
             with timer("reference"):
@@ -430,18 +421,8 @@ class PortraitTalkPipeline:
             for frames in timed_iter(self.decode(latents[:kept], settings.decode_chunk), timer, "decode"):
                 yield frames.numpy()
 
-        try:
-            writer = VideoWriter(out, fps, audio=wave) if out is not None else None
-            with writer if writer is not None else nullcontext():
-                for frames in sample_clips(clips, settings.motion_frames, denoise, decode, on_clip):
-                    with timer("write"):
-                        if writer is not None:
-                            writer.write(frames)
-                    if on_frames is not None:
-                        on_frames(frames)
-        finally:
-            bar.close()
-        path = writer.path if writer is not None else None
+        path = _write_video(sample_clips(clips, settings.motion_frames, denoise, decode, on_clip), out, fps, wave,
+                            timer, bar, on_frames)
         return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
 
     # -- stage 6: decoding -----------------------------------------------------------------------
@@ -507,16 +488,7 @@ class PortraitTalkPipeline:
         scheduler = make_scheduler(settings.sampler, model_schedule(self.backbone.schedule, self.config))
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         latent_size = resolution // config.vae_scale
-        total_steps = len(clips) * settings.steps
-        bar = tqdm(total=total_steps, desc="PortraitTalk", unit="step", disable=not progress)
-        done = 0
-
-        def on_step():
-            nonlocal done
-            done += 1
-            bar.update(1)
-            if on_progress is not None:
-                on_progress(done, total_steps)
+        bar, on_step = _step_progress(len(clips) * settings.steps, "PortraitTalk", progress, on_progress)
 
         photos: dict[Clip, PhotoFrames] = {}   # each clip's, from its denoising to its decoding
 
@@ -540,19 +512,43 @@ class PortraitTalkPipeline:
                 first += len(frames)
                 yield frames
 
-        try:  # the writer opens inside: an unwritable path closes the progress bar before the error prints
-            writer = VideoWriter(out, fps, audio=wave) if out is not None else None
-            with writer if writer is not None else nullcontext():
-                for frames in sample_clips(clips, motion_frames, denoise, decode, on_clip):
-                    with timer("write"):
-                        if writer is not None:
-                            writer.write(frames)
-                    if on_frames is not None:
-                        on_frames(frames)
-        finally:
-            bar.close()
-        path = writer.path if writer is not None else None
+        path = _write_video(sample_clips(clips, motion_frames, denoise, decode, on_clip), out, fps, wave, timer, bar,
+                            on_frames)
         return GenerationResult(path, n_frames, fps, wave.duration, timer.seconds)
+
+
+def _step_progress(total_steps: int, desc: str, progress: bool, on_progress) -> tuple[tqdm, Callable[[], None]]:
+    """A progress bar over the denoising steps, and the callback each step makes (it also tells ``on_progress``)."""
+    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
+    done = 0
+
+    def on_step():
+        nonlocal done
+        done += 1
+        bar.update(1)
+        if on_progress is not None:
+            on_progress(done, total_steps)
+
+    return bar, on_step
+
+
+def _write_video(frames_of_clips: Iterator[np.ndarray], out, fps: float, wave, timer: StageTimer, bar: tqdm,
+                 on_frames) -> Path | None:
+    """Every chunk of frames as the clips give it, into ``out`` (an mp4 with ``wave``; None writes nothing) and to
+    ``on_frames``; returns the video's path. The writer opens inside: an unwritable path closes the progress bar
+    before the error prints."""
+    try:
+        writer = VideoWriter(out, fps, audio=wave) if out is not None else None
+        with writer if writer is not None else nullcontext():
+            for frames in frames_of_clips:
+                with timer("write"):
+                    if writer is not None:
+                        writer.write(frames)
+                if on_frames is not None:
+                    on_frames(frames)
+    finally:
+        bar.close()
+    return writer.path if writer is not None else None
 
 
 def _is_path(value) -> bool:
