@@ -305,8 +305,8 @@ def hallo2() -> PortraitTalkConfig:
 
 
 PRESETS = {"sd15": sd15, "tiny": tiny, "demo": demo}
-# Hallo's presets build the networks (models/) but no host drives them yet (issue 26, step 4): they join PRESETS,
-# and with it the command's and nodes' lists, once the hosts do.
+# Hallo's computation: the configs of converted weights (portraittalk convert hallo --config) and of random-weight
+# runs (preset()); kept out of PRESETS, PortraitTalk's own model sizes, which training and the bench offer.
 HALLO_PRESETS = {"hallo": hallo, "hallo2": hallo2, "hallo_tiny": hallo_tiny}
 
 
