@@ -59,8 +59,8 @@ from portraittalk_core.comfyui.model import prepare_hallo_model, prepare_patched
 from portraittalk_core.config import hallo_tiny  # noqa: E402
 from portraittalk_core.errors import InputError  # noqa: E402
 from portraittalk_core.face import mediapipe_available  # noqa: E402
-from portraittalk_core.face.detection import FaceDetection  # noqa: E402
 from portraittalk_core.generation.settings import GenerationSettings  # noqa: E402
+from hallo_fixtures import RawEmbeddingDetector  # noqa: E402  (this script's own folder, tests/)
 from portraittalk_core.models.audio_block import REGIONS  # noqa: E402
 from portraittalk_core.pipeline import PortraitTalkPipeline  # noqa: E402
 from portraittalk_core.weights import load_model  # noqa: E402
@@ -170,18 +170,6 @@ def host_model(model, bundle, inputs: dict):
     hallo = prepare_hallo_model(model, bundle, inputs["face_emb"], inputs["face_region"], masks)
     set_hallo_clip(hallo, bundle, inputs["ref_image_latents"], inputs["audio_windows"][0])
     return hallo
-
-
-class RawEmbeddingDetector:
-    """Stands in for insightface: one face over the whole photo, a fixed raw embedding of the tiny Net's size."""
-
-    name = "raw-embedding-stand-in"
-
-    def detect(self, image):
-        h, w = image.shape[:2]
-        return [FaceDetection(bbox=np.array([0, 0, w, h], np.float32), score=1.0, kps=np.zeros((5, 2), np.float32),
-                              landmarks=np.zeros((0, 2), np.float32), regions={}, embedding=None,
-                              raw_embedding=np.linspace(-3, 3, hallo_tiny().face_embed_dim).astype(np.float32))]
 
 
 LOOP_SECONDS, LOOP_STEPS, SEED = 0.26, 2, 42   # 7 frames at 25 fps: two clips of 4, the second one padded

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
+
+from portraittalk_core.face.detection import FaceDetection
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hallo"
 BOUND = 1e-5
@@ -26,3 +29,19 @@ def fixture(name: str) -> tuple[dict, dict, dict, dict]:
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape
     return (a - b).abs().max().item()
+
+
+class RawEmbeddingDetector:
+    """Stands in for insightface: one face over the whole photo, with a fixed raw embedding of ``size`` values (the
+    tiny Net's face embedding width by default)."""
+
+    name = "raw-embedding-stand-in"
+
+    def __init__(self, size: int = 16):
+        self.embedding = np.linspace(-3, 3, size).astype(np.float32)
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        return [FaceDetection(bbox=np.array([0, 0, w, h], np.float32), score=1.0, kps=np.zeros((5, 2), np.float32),
+                              landmarks=np.zeros((0, 2), np.float32), regions={}, embedding=None,
+                              raw_embedding=self.embedding)]

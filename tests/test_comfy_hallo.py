@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
@@ -27,7 +26,7 @@ from einops import rearrange
 from safetensors.torch import load_file
 
 from conftest import tone
-from hallo_fixtures import BOUND, FIXTURES, max_diff
+from hallo_fixtures import BOUND, FIXTURES, RawEmbeddingDetector, max_diff
 from portraittalk_core import face as face_io
 from portraittalk_core.audio.features import AudioFeatures
 from portraittalk_core.clips import Clip, plan_clips
@@ -44,7 +43,6 @@ from portraittalk_core.conditioning import (References, prepare_encoded_audio, p
 from portraittalk_core.config import hallo, hallo_tiny, sd15, tiny
 from portraittalk_core.convert.hallo import convert_hallo
 from portraittalk_core.errors import InputError, PortraitTalkWarning, WeightsError
-from portraittalk_core.face.detection import FaceDetection
 from portraittalk_core.generation.reference_rows import decoded_as_motion, frames_of_the_audio
 from portraittalk_core.models import AnimateNet
 from portraittalk_core.models.attention import AttentionContext, transformer_attention_layers
@@ -274,18 +272,6 @@ def test_conditioning_and_reference_pass_from_the_raw_inputs(nets):
 
 
 # -- the graph around it: the photo's inputs, the audio, the clip loop's pure parts (comfyui/hallo.py) -------------
-class RawEmbeddingDetector:
-    """Stands in for insightface: one face over the whole photo with a fixed raw embedding of the tiny Net's size."""
-
-    name = "raw-embedding-stand-in"
-
-    def detect(self, image):
-        h, w = image.shape[:2]
-        return [FaceDetection(bbox=np.array([0, 0, w, h], np.float32), score=1.0, kps=np.zeros((5, 2), np.float32),
-                              landmarks=np.zeros((0, 2), np.float32), regions={}, embedding=None,
-                              raw_embedding=np.linspace(-3, 3, hallo_tiny().face_embed_dim).astype(np.float32))]
-
-
 def bundle(model, detector, name: str = "portraittalk_hallo.safetensors") -> SimpleNamespace:
     """What comfyui/bundle.PortraitTalkBundle gives the functions here."""
     return SimpleNamespace(model=model, config=model.config, detector=detector, name=name)

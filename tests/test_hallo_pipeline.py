@@ -19,10 +19,10 @@ from diffusers import AutoencoderKL
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from conftest import tone
+from hallo_fixtures import RawEmbeddingDetector
 from portraittalk_core.cli import main
 from portraittalk_core.config import hallo_tiny
 from portraittalk_core.errors import InputError, WeightsError
-from portraittalk_core.face.detection import FaceDetection
 from portraittalk_core.generation.settings import GenerationSettings
 from portraittalk_core.io.video import probe_video
 from portraittalk_core.pipeline import PortraitTalkPipeline
@@ -30,21 +30,6 @@ from portraittalk_core.pipeline import PortraitTalkPipeline
 NET = Path(__file__).parent / "fixtures" / "hallo" / "tiny_net.pth"
 SECONDS = 0.26         # 7 frames at 25 fps: 2 clips of 4, the second one padded
 FPS = 25
-
-
-class RawEmbeddingDetector:
-    """Stands in for insightface: one face over the whole photo, with a fixed raw embedding of the tiny Net's size."""
-
-    name = "raw-embedding-stand-in"
-
-    def __init__(self, size: int):
-        self.embedding = torch.linspace(-3, 3, size).numpy()
-
-    def detect(self, image):
-        h, w = image.shape[:2]
-        return [FaceDetection(bbox=np.array([0, 0, w, h], np.float32), score=1.0, kps=np.zeros((5, 2), np.float32),
-                              landmarks=np.zeros((0, 2), np.float32), regions={}, embedding=None,
-                              raw_embedding=self.embedding)]
 
 
 @pytest.fixture(scope="module")
