@@ -158,7 +158,7 @@ def raw_arcface_embedding(image: np.ndarray, detector, size: int, label: str) ->
         warnings.warn(f"insightface found no face in {label}: the identity input is zeros, the unconditional one, "
                       "as in Hallo's own pipeline", PortraitTalkWarning, stacklevel=3)
         return torch.zeros(1, size)
-    largest = max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+    largest = max(faces, key=face_io.bbox_area)
     if largest.raw_embedding is None:
         raise WeightsError(f"the face detector '{detector.name}' gives no raw ArcFace embedding", fix)
     return torch.from_numpy(largest.raw_embedding)[None]

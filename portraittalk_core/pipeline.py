@@ -51,7 +51,6 @@ from .head_motion import HeadMotion, motion_from_speech, moved_face, read_head_m
 from .io.safetensors import read_metadata
 from .io.video import VideoWriter
 from .models import AttentionContext, FaceEncoder, PortraitTalkModel
-from .models.animate_net import split_reference_record
 from .schedulers import make_scheduler, model_schedule
 from .weights import load_model, read_config
 
@@ -326,7 +325,7 @@ class PortraitTalkPipeline:
         339-359): the face tokens, with the projection of a zero embedding as uncond; the face locator's residual
         for every frame, zeros as uncond; the region masks for every frame of both rows."""
         embedding = inputs.embedding.to(self.device, self.dtype)
-        face_tokens = self.model.identity_projection(torch.cat([torch.zeros_like(embedding), embedding])[:, None])
+        face_tokens = self.model.zero_uncond_face_tokens(embedding)
         located = self.model.animate_net.structure_encoder(inputs.face_box.to(self.device, self.dtype))
         structure = repeat(located, "1 c h w -> 1 c f h w", f=clip_frames)
         masks = {region: [repeat(mask.to(self.device, self.dtype), "1 n -> (v f) n", v=2, f=clip_frames)
@@ -349,9 +348,7 @@ class PortraitTalkPipeline:
         pass at t=0 over ``reference_latents`` (R, C, h, w), [photo, motion frames], for both rows, its banks read
         by attn1 (uncond rows see none) and its motion-frame rows prefixed to the motion modules; the clip's audio
         tokens, zeros as uncond; the region masks."""
-        _, record = self.model.identity_net(repeat(reference_latents, "r c h w -> v r c h w", v=2),
-                                            cond["face_tokens"], None, None, 0)
-        bank, prefix = split_reference_record(record, len(reference_latents))
+        bank, prefix = self.model.reference_pass(reference_latents, cond["face_tokens"])
         audio = self.audio_tokens(audio_windows)
         return AttentionContext(bank=bank, bank_scale=torch.tensor([0.0, 1.0], device=self.device),
                                 motion_prefix=prefix, audio_tokens=torch.cat([torch.zeros_like(audio), audio]),

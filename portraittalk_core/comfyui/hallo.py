@@ -16,7 +16,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-from einops import repeat
 
 from .. import face as face_io
 from ..clips import Clip, plan_clips
@@ -105,10 +104,8 @@ def motion_from_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def face_tokens(net, embedding: torch.Tensor) -> torch.Tensor:
-    """(2, K, D): the tokens of a zero face embedding (their unconditional context is the projection of zeros, not
-    zeros: face_animate.py:291-298), then those of ``embedding`` (1, E)."""
-    embeddings = torch.cat([torch.zeros_like(embedding), embedding])
-    return net.identity_projection(embeddings[:, None])
+    """(2, K, D): [the projection of a zero face embedding; ``embedding``'s] (PortraitTalkModel.zero_uncond_face_tokens)."""
+    return net.zero_uncond_face_tokens(embedding)
 
 
 def face_conditioning(tokens: torch.Tensor) -> tuple[list, list]:
@@ -119,19 +116,23 @@ def face_conditioning(tokens: torch.Tensor) -> tuple[list, list]:
 
 def reference_pass(net, latents: torch.Tensor, tokens: torch.Tensor
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(bank, motion prefix) for ``ComfyRun``: IdentityNet at t=0 over ``latents`` (1 + n, C, h, w), the photo's and
-    the motion frames', once for each of the two videos with ``face_tokens``' rows tiled as their contexts
-    (face_animate.py:332-336,384-395). bank: attn1 layer -> (2, N, C), each video's reference row; prefix: motion
-    module -> (2, 1 + n, N, C), all rows of each video."""
-    _, record = net.identity_net(repeat(latents, "r c h w -> v r c h w", v=2), tokens, None, None, 0)
-    return bank_and_prefix(record, latents.shape[0])
+    """(bank, motion prefix) for ``ComfyRun`` (PortraitTalkModel.reference_pass over ``latents`` (1 + n, C, h, w)
+    with ``face_tokens``): bank: attn1 layer -> (2, N, C), each video's reference row; prefix: motion module ->
+    (2, 1 + n, N, C), all rows of each video."""
+    bank, prefix = net.reference_pass(latents, tokens)
+    return bank, per_video(prefix, latents.shape[0])
 
 
 def bank_and_prefix(record: dict[str, torch.Tensor], refs: int
                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """An IdentityNet record over ``refs`` rows a video -> (bank, motion prefix) as ``reference_pass`` gives them."""
     bank, prefix = split_reference_record(record, refs)
-    return bank, {name: rows.unflatten(0, (-1, refs)) for name, rows in prefix.items()}
+    return bank, per_video(prefix, refs)
+
+
+def per_video(prefix: dict[str, torch.Tensor], refs: int) -> dict[str, torch.Tensor]:
+    """A motion prefix ((videos refs), N, C) -> (videos, refs, N, C), the rows ComfyRun reads per chunk."""
+    return {name: rows.unflatten(0, (-1, refs)) for name, rows in prefix.items()}
 
 
 def hallo_run(bank: dict[str, torch.Tensor], prefix: dict[str, torch.Tensor], masks: dict[str, list[torch.Tensor]],

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import torch
 from diffusers import UNet2DConditionModel
+from einops import repeat
 from torch import nn
 
 from ..config import PortraitTalkConfig
-from .animate_net import AnimateNet, is_added_parameter
+from .animate_net import AnimateNet, is_added_parameter, split_reference_record
 from .face_encoder import FaceEncoder
 from .flat_audio_projection import FlatAudioProjection
 from .head_pose import SpeechHeadMotion
@@ -57,3 +58,17 @@ class PortraitTalkModel(nn.Module):
     @staticmethod
     def is_base_parameter(name: str) -> bool:
         return name.startswith("animate_net.") and not is_added_parameter(name)
+
+    # -- Hallo's conditioning (config uncond_inputs "zero", motion_context "reference_prefix"), for both hosts ------
+    def zero_uncond_face_tokens(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(2, K, D): the tokens of a zero face embedding (their unconditional context is the projection of zeros,
+        not zeros: hallo/animate/face_animate.py:291-298), then those of ``embedding`` (1, E)."""
+        return self.identity_projection(torch.cat([torch.zeros_like(embedding), embedding])[:, None])
+
+    def reference_pass(self, latents: torch.Tensor, face_tokens: torch.Tensor
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(bank, motion prefix) of one clip: IdentityNet at t=0 over ``latents`` (1 + n, C, h, w), the photo's and
+        the motion frames', once for each of the two videos with ``face_tokens`` (``zero_uncond_face_tokens``) as
+        their contexts (face_animate.py:332-336,384-395), read as ``animate_net.split_reference_record`` says."""
+        _, record = self.identity_net(repeat(latents, "r c h w -> v r c h w", v=2), face_tokens, None, None, 0)
+        return split_reference_record(record, latents.shape[0])
